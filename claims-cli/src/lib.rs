@@ -39,6 +39,7 @@
 
 pub mod actor;
 pub mod caps;
+pub mod display;
 mod error;
 pub mod jwt;
 pub mod keys;
@@ -55,5 +56,5 @@ pub use provider::{
     ProviderMetadata, ProviderSpec, VerifiedProviderClaims, issue_provider_token,
     verify_provider_token, verify_provider_token_at,
 };
-pub use verify::{Inspection, Policy, VerifiedClaims, inspect, verify, verify_at};
+pub use verify::{Inspection, Policy, VerifiedClaims, VerifiedModule, inspect, verify, verify_at};
 pub use wasm::{module_hash, strip_jwt_sections};

@@ -324,6 +324,33 @@ fn single_jwt_section<'s, 'a>(sections: &'s ModuleSections<'a>) -> Result<&'s Jw
     }
 }
 
+/// A module together with the claims verified from its own bytes: the proof a host needs to
+/// compile and run it. The bytes cannot be swapped after verification.
+#[derive(Debug, Clone)]
+pub struct VerifiedModule {
+    bytes: std::sync::Arc<[u8]>,
+    claims: VerifiedClaims,
+}
+
+impl VerifiedModule {
+    /// Verifies `bytes` against `policy` at the current time and keeps them with their claims.
+    pub fn verify(bytes: impl Into<std::sync::Arc<[u8]>>, policy: &Policy) -> Result<Self> {
+        let bytes = bytes.into();
+        let claims = verify(&bytes, policy)?;
+        Ok(VerifiedModule { bytes, claims })
+    }
+
+    /// The module's bytes, exactly as verified.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The verified claims.
+    pub fn claims(&self) -> &VerifiedClaims {
+        &self.claims
+    }
+}
+
 /// What `inspect` shows of a module: its claims as written and the outcome of verifying them.
 #[derive(Debug)]
 pub struct Inspection {

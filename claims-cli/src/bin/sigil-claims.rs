@@ -13,8 +13,8 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 use sigil_claims::{
-    ActorSpec, Error as ClaimsError, KeyKind, KeySource, KeyStore, Policy, ProviderSpec, caps, jwt,
-    keys, provider,
+    ActorSpec, Error as ClaimsError, KeyKind, KeySource, KeyStore, Policy, ProviderSpec, caps,
+    display, jwt, keys, provider,
 };
 
 /// Keys, signing and verification of Sigil actor modules.
@@ -486,11 +486,6 @@ fn inspect(a: InspectArgs) -> Result<ExitCode> {
     }
     let ins = sigil_claims::inspect(&bytes, &policy)
         .with_context(|| format!("cannot inspect {}", a.file.display()))?;
-    let meta = ins.claims.metadata.clone().unwrap_or_default();
-    let status = match &ins.verification {
-        Ok(_) => "valid".to_string(),
-        Err(e) => format!("INVALID: {e}"),
-    };
     if a.json {
         #[derive(Serialize)]
         struct Out<'a> {
@@ -515,49 +510,13 @@ fn inspect(a: InspectArgs) -> Result<ExitCode> {
         })?;
         return Ok(ExitCode::SUCCESS);
     }
-    let c = &ins.claims;
-    let caps_list = meta
-        .caps
-        .clone()
-        .unwrap_or_default()
-        .iter()
-        .map(|id| match caps::describe(id) {
-            Some(name) => format!("{id} ({name})"),
-            None => id.clone(),
-        })
-        .collect::<Vec<_>>();
-    let hash_line = if meta.hash == ins.computed_hash {
-        format!("{} (matches)", meta.hash)
-    } else {
-        format!("{} (module hashes to {})", meta.hash, ins.computed_hash)
-    };
-    let mut rows = vec![
-        (
-            "Actor",
-            meta.name.clone().unwrap_or_else(|| "(unnamed)".into()),
-        ),
-        ("Module key", c.subject.clone()),
-        ("Issuer", c.issuer.clone()),
-        ("Issued", when(Some(c.issued_at), "unknown")),
-        ("Expires", when(c.expires, "never")),
-        ("Not before", when(c.not_before, "immediately")),
-        ("Capabilities", list_or_none(&caps_list)),
-        ("Tags", list_or_none(meta.tags.as_deref().unwrap_or(&[]))),
-        ("Version", meta.ver.clone().unwrap_or_else(|| "-".into())),
-        ("Revision", meta.rev.map_or("-".into(), |r| r.to_string())),
-        (
-            "Call alias",
-            meta.call_alias.clone().unwrap_or_else(|| "-".into()),
-        ),
-        ("Module hash", hash_line),
-        ("Token id", c.id.clone()),
-        ("Section", ins.section.clone()),
-        ("Status", status),
-    ];
-    if a.jwt {
-        rows.push(("JWT", ins.jwt.clone()));
-    }
-    print_rows(&rows);
+    print!(
+        "{}",
+        display::format_rows(
+            &display::actor_rows(&ins, a.jwt),
+            std::io::stdout().is_terminal()
+        )
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -570,7 +529,6 @@ fn inspect_provider(token: &str, a: &InspectArgs, policy: &Policy) -> Result<Exi
             )
         })?;
     let verification = sigil_claims::verify_provider_token(token, policy);
-    let meta = claims.metadata.clone().unwrap_or_default();
     if a.json {
         #[derive(Serialize)]
         struct Out<'a> {
@@ -588,36 +546,13 @@ fn inspect_provider(token: &str, a: &InspectArgs, policy: &Policy) -> Result<Exi
         })?;
         return Ok(ExitCode::SUCCESS);
     }
-    let targets = meta
-        .target_hashes
-        .iter()
-        .map(|(t, h)| format!("{t} {h}"))
-        .collect::<Vec<_>>();
-    let rows = vec![
-        (
-            "Provider",
-            meta.name.clone().unwrap_or_else(|| "(unnamed)".into()),
-        ),
-        ("Contract", meta.capid.clone()),
-        ("Vendor", meta.vendor.clone()),
-        ("Service key", claims.subject.clone()),
-        ("Issuer", claims.issuer.clone()),
-        ("Issued", when(Some(claims.issued_at), "unknown")),
-        ("Expires", when(claims.expires, "never")),
-        ("Not before", when(claims.not_before, "immediately")),
-        ("Version", meta.ver.clone().unwrap_or_else(|| "-".into())),
-        ("Revision", meta.rev.map_or("-".into(), |r| r.to_string())),
-        ("Targets", list_or_none(&targets)),
-        ("Token id", claims.id.clone()),
-        (
-            "Status",
-            match &verification {
-                Ok(_) => "valid".into(),
-                Err(e) => format!("INVALID: {e}"),
-            },
-        ),
-    ];
-    print_rows(&rows);
+    print!(
+        "{}",
+        display::format_rows(
+            &display::provider_rows(&claims, &verification),
+            std::io::stdout().is_terminal()
+        )
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -673,59 +608,6 @@ fn provider_token(store: &KeyStore, a: ProviderArgs) -> Result<ExitCode> {
         None => println!("{token}"),
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn when(t: Option<u64>, none: &str) -> String {
-    let Some(secs) = t else {
-        return none.to_string();
-    };
-    let at = UNIX_EPOCH + Duration::from_secs(secs.min(253_402_300_799));
-    let now = SystemTime::now();
-    let rel = match at.duration_since(now) {
-        Ok(d) => format!("in {}", rough(d)),
-        Err(e) => format!("{} ago", rough(e.duration())),
-    };
-    format!("{} ({rel})", humantime::format_rfc3339_seconds(at))
-}
-
-fn rough(d: Duration) -> String {
-    let s = d.as_secs();
-    let unit = [
-        (86_400, "day"),
-        (3_600, "hour"),
-        (60, "minute"),
-        (1, "second"),
-    ]
-    .into_iter()
-    .find(|(u, _)| s >= *u)
-    .unwrap_or((1, "second"));
-    let n = s / unit.0;
-    format!("{n} {}{}", unit.1, if n == 1 { "" } else { "s" })
-}
-
-fn list_or_none(items: &[String]) -> String {
-    if items.is_empty() {
-        "(none)".into()
-    } else {
-        items.join("\n")
-    }
-}
-
-fn print_rows(rows: &[(&str, String)]) {
-    let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
-    let bold = std::io::stdout().is_terminal();
-    for (key, value) in rows {
-        let mut lines = value.lines();
-        let first = lines.next().unwrap_or("");
-        if bold {
-            println!("\x1b[1m{key:<width$}\x1b[0m  {first}");
-        } else {
-            println!("{key:<width$}  {first}");
-        }
-        for line in lines {
-            println!("{:<width$}  {line}", "");
-        }
-    }
 }
 
 fn print_json<T: Serialize>(value: &T) -> Result<()> {

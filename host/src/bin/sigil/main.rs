@@ -1,0 +1,356 @@
+//! `sigil`: run signed actors.
+//!
+//! Exit codes: 0 success; 1 the actor or module was refused or failed (verification, limits,
+//! traps, actor errors); 2 usage, configuration or I/O errors.
+
+use std::io::{IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use sigil_claims::{KeyKind, KeySource, KeyStore, Policy, display, keys};
+use sigil_host::build::{BuildOptions, DEFAULT_STACK_SIZE};
+use sigil_host::{EngineConfig, Host, InvocationError, Limits, LoadError};
+
+/// Run signed WebAssembly actors.
+#[derive(Parser, Debug)]
+#[command(name = "sigil", version, about, long_about = None)]
+#[command(
+    after_help = "Exit codes: 0 ok, 1 refused or failed, 2 usage, configuration or I/O error.\n\
+                        Logs: SIGIL_LOG=debug (tracing filter syntax)."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Invoke one operation of a signed actor module and print the response.
+    Call(CallArgs),
+    /// Show the signed claims of a module.
+    Inspect(InspectArgs),
+    /// Build actor crates for wasm32 and sign them.
+    Build(BuildArgs),
+}
+
+#[derive(Args, Debug)]
+struct CallArgs {
+    /// The signed actor module (.wasm).
+    module: PathBuf,
+    /// The operation to invoke.
+    operation: String,
+    /// The request as JSON (sent to the actor as MessagePack), or text with --raw.
+    #[arg(long, conflicts_with = "data_file")]
+    data: Option<String>,
+    /// Read the request from a file (`-` for standard input); JSON unless --raw.
+    #[arg(long, value_name = "FILE")]
+    data_file: Option<PathBuf>,
+    /// Send the request bytes as they are instead of converting JSON to MessagePack.
+    #[arg(long)]
+    raw: bool,
+    /// Print the response bytes as they are instead of decoding MessagePack to JSON.
+    #[arg(long)]
+    raw_output: bool,
+    /// Accept modules signed only by this account (repeat). Default: any issuer.
+    #[arg(long = "issuer", value_name = "ACCOUNT_KEY")]
+    issuers: Vec<String>,
+    #[command(flatten)]
+    limits: LimitArgs,
+    /// Compiled-module cache directory (default: $SIGIL_CACHE_DIR, else ~/.cache/sigil).
+    #[arg(long, value_name = "DIR", conflicts_with = "no_cache")]
+    cache_dir: Option<PathBuf>,
+    /// Do not cache compiled modules.
+    #[arg(long)]
+    no_cache: bool,
+}
+
+#[derive(Args, Debug)]
+struct LimitArgs {
+    /// Wall-clock deadline of the invocation, e.g. 500ms, 10s.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    deadline: Option<Duration>,
+    /// Fuel for the invocation (off by default).
+    #[arg(long)]
+    fuel: Option<u64>,
+    /// Linear memory ceiling in bytes (suffixes k, M, G allowed).
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
+    max_memory: Option<usize>,
+    /// Largest response accepted, in bytes (suffixes k, M, G allowed).
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
+    max_response: Option<usize>,
+}
+
+#[derive(Args, Debug)]
+struct InspectArgs {
+    /// The module.
+    module: PathBuf,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct BuildArgs {
+    /// Actor crates or workspaces of them (default: the current directory).
+    paths: Vec<PathBuf>,
+    /// Where to write the signed modules (default: build/ in each workspace root).
+    #[arg(short, long, value_name = "DIR")]
+    out_dir: Option<PathBuf>,
+    /// The signing account: a seed file, env:VAR, or a key name. Default: the stored
+    /// `default` account, created on first use.
+    #[arg(long, value_name = "KEY")]
+    issuer: Option<String>,
+    /// Key directory (default: $SIGIL_KEYS, else ~/.sigil/keys).
+    #[arg(long, value_name = "DIR")]
+    keys: Option<PathBuf>,
+    /// The actors' linear-memory stack size in bytes.
+    #[arg(long, default_value_t = DEFAULT_STACK_SIZE, value_name = "BYTES", value_parser = parse_bytes)]
+    stack_size: usize,
+    /// Require Cargo.lock to be up to date.
+    #[arg(long)]
+    locked: bool,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 250ms, 10s, 1m)"))
+}
+
+fn parse_bytes(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let (digits, mult) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        None => (t, 1usize),
+        Some((i, _)) => {
+            let mult = match t[i..].trim().to_ascii_lowercase().as_str() {
+                "k" | "kb" | "kib" => 1 << 10,
+                "m" | "mb" | "mib" => 1 << 20,
+                "g" | "gb" | "gib" => 1 << 30,
+                other => return Err(format!("unknown unit {other:?} (use k, M or G)")),
+            };
+            (&t[..i], mult)
+        }
+    };
+    digits
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("{s:?} is not a size in bytes"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            let refused = err.chain().any(|e| {
+                e.is::<InvocationError>()
+                    || matches!(e.downcast_ref::<LoadError>(), Some(l) if is_refusal(l))
+                    || e.downcast_ref::<sigil_claims::Error>()
+                        .is_some_and(sigil_claims::Error::is_verification_failure)
+            });
+            ExitCode::from(if refused { 1 } else { 2 })
+        }
+    }
+}
+
+fn is_refusal(e: &LoadError) -> bool {
+    match e {
+        LoadError::Claims(c) => c.is_verification_failure(),
+        LoadError::Io { .. } | LoadError::Engine { .. } => false,
+        _ => true,
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SIGIL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,sigil::actor=info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Call(args) => call(args),
+        Command::Inspect(args) => inspect(&args),
+        Command::Build(args) => build(args),
+    }
+}
+
+fn default_cache_dir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("SIGIL_CACHE_DIR").filter(|d| !d.is_empty()) {
+        return Some(PathBuf::from(dir));
+    }
+    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
+        return Some(PathBuf::from(dir).join("sigil"));
+    }
+    std::env::home_dir().map(|h| h.join(".cache").join("sigil"))
+}
+
+fn call(a: CallArgs) -> Result<()> {
+    let payload = request_payload(&a)?;
+    let mut policy = Policy::new();
+    for issuer in &a.issuers {
+        keys::parse_public_key(issuer, KeyKind::Account, "--issuer")?;
+        policy = policy.allow_issuer(issuer.clone());
+    }
+    let defaults = Limits::default();
+    let limits = Limits {
+        deadline: a.limits.deadline.unwrap_or(defaults.deadline),
+        fuel: a.limits.fuel,
+        max_memory: a.limits.max_memory.unwrap_or(defaults.max_memory),
+        max_response: a.limits.max_response.unwrap_or(defaults.max_response),
+        ..defaults
+    };
+    let config = EngineConfig {
+        limits,
+        // One invocation: a small pool reserves less address space.
+        max_instances: 4,
+        cache_dir: if a.no_cache {
+            None
+        } else {
+            a.cache_dir.clone().or_else(default_cache_dir)
+        },
+        ..EngineConfig::default()
+    };
+    let host = Host::builder()
+        .engine_config(config)
+        .policy(policy)
+        .build()?;
+    let actor = host
+        .load_actor_file(&a.module)
+        .with_context(|| format!("cannot load {}", a.module.display()))?;
+    let response = host
+        .invoke(&actor, &a.operation, &payload)
+        .with_context(|| format!("{} `{}` failed", actor.name(), a.operation))?;
+    print_response(&response, a.raw_output)
+}
+
+fn request_payload(a: &CallArgs) -> Result<Vec<u8>> {
+    let bytes = match (&a.data, &a.data_file) {
+        (Some(d), _) => d.as_bytes().to_vec(),
+        (None, Some(f)) if f.as_os_str() == "-" => read_stdin()?,
+        (None, Some(f)) => {
+            std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?
+        }
+        (None, None) if !std::io::stdin().is_terminal() => read_stdin()?,
+        (None, None) => return Ok(Vec::new()),
+    };
+    if a.raw || bytes.is_empty() {
+        return Ok(bytes);
+    }
+    let value: serde_json::Value = serde_json::from_slice(&bytes)
+        .context("the request is not valid JSON (pass --raw to send bytes as they are)")?;
+    rmp_serde::to_vec_named(&value).context("cannot encode the request as MessagePack")
+}
+
+fn read_stdin() -> Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    std::io::stdin()
+        .read_to_end(&mut buf)
+        .context("cannot read standard input")?;
+    Ok(buf)
+}
+
+/// Decodes a response that is exactly one MessagePack value.
+fn decode_msgpack(bytes: &[u8]) -> Option<serde_json::Value> {
+    use serde::Deserialize;
+    let mut de = rmp_serde::Deserializer::new(bytes);
+    let value = serde_json::Value::deserialize(&mut de).ok()?;
+    de.into_inner().is_empty().then_some(value)
+}
+
+fn print_response(response: &[u8], raw: bool) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    if !raw
+        && !response.is_empty()
+        && let Some(value) = decode_msgpack(response)
+    {
+        let text = match &value {
+            // A bare string prints as text (HTML, Markdown...), not as a JSON literal.
+            serde_json::Value::String(s) => s.clone(),
+            v => serde_json::to_string_pretty(v)?,
+        };
+        writeln!(out, "{text}")?;
+        return Ok(());
+    }
+    out.write_all(response)?;
+    if !raw && std::str::from_utf8(response).is_ok() && !response.ends_with(b"\n") {
+        writeln!(out)?;
+    }
+    Ok(())
+}
+
+fn inspect(a: &InspectArgs) -> Result<()> {
+    let bytes =
+        std::fs::read(&a.module).with_context(|| format!("cannot read {}", a.module.display()))?;
+    let ins = sigil_claims::inspect(&bytes, &Policy::new())
+        .with_context(|| format!("cannot inspect {}", a.module.display()))?;
+    if a.json {
+        let v = serde_json::json!({
+            "section": ins.section,
+            "claims": ins.claims,
+            "computed_hash": ins.computed_hash,
+            "valid": ins.verification.is_ok(),
+            "error": ins.verification.as_ref().err().map(ToString::to_string),
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    print!(
+        "{}",
+        display::format_rows(
+            &display::actor_rows(&ins, false),
+            std::io::stdout().is_terminal()
+        )
+    );
+    Ok(())
+}
+
+fn build(a: BuildArgs) -> Result<()> {
+    let keys = match &a.keys {
+        Some(dir) => KeyStore::new(dir),
+        None => KeyStore::from_env()?,
+    };
+    let mut opts = BuildOptions::new(keys);
+    opts.out_dir = a.out_dir.clone();
+    opts.issuer = a
+        .issuer
+        .as_deref()
+        .map(str::parse::<KeySource>)
+        .transpose()?;
+    opts.stack_size = a.stack_size;
+    opts.locked = a.locked;
+    let paths = if a.paths.is_empty() {
+        vec![PathBuf::from(".")]
+    } else {
+        a.paths.clone()
+    };
+    for path in &paths {
+        let built = sigil_host::build::build(path, &opts)
+            .with_context(|| format!("cannot build {}", path.display()))?;
+        for b in built {
+            eprintln!(
+                "signed {:<12} {:>8} bytes  {}  {}",
+                b.name,
+                b.size,
+                b.subject,
+                relative(&b.path).display()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn relative(p: &Path) -> PathBuf {
+    std::env::current_dir()
+        .ok()
+        .and_then(|cwd| p.strip_prefix(cwd).ok().map(Path::to_path_buf))
+        .unwrap_or_else(|| p.to_path_buf())
+}

@@ -1,0 +1,150 @@
+//! Dispatch of an actor's host calls: the capability gate first, then the host's built-in
+//! capabilities, then the providers.
+//!
+//! The gate is not a layer anyone can remove or reorder: [`CapabilityGate`] is the only
+//! [`HostCallHandler`] the host gives an actor, and it checks the signed claims before it
+//! looks at anything else. A call for a capability the actor was not granted is refused with
+//! a message naming the capability and the actor, and no provider ever sees it.
+
+mod builtins;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use sigil_claims::{VerifiedClaims, caps};
+
+use crate::engine::{HostCall, HostCallHandler};
+
+/// Who is calling: the identity and grants of an actor, as its verified claims state them.
+/// Providers receive this with every call and scope their work to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActorIdentity {
+    /// The actor's module public key (`M...`).
+    pub subject: String,
+    /// The actor's name (its public key if it has none).
+    pub name: String,
+    /// The account that signed it.
+    pub issuer: String,
+    /// Granted capability contract IDs.
+    pub capabilities: BTreeSet<String>,
+}
+
+impl ActorIdentity {
+    /// The identity stated by verified claims.
+    pub fn from_claims(claims: &VerifiedClaims) -> Self {
+        ActorIdentity {
+            subject: claims.subject().to_string(),
+            name: claims.name().unwrap_or(claims.subject()).to_string(),
+            issuer: claims.issuer().to_string(),
+            capabilities: claims.capabilities().iter().cloned().collect(),
+        }
+    }
+
+    /// True if the actor's claims grant this contract ID.
+    pub fn has_capability(&self, contract_id: &str) -> bool {
+        self.capabilities.contains(contract_id)
+    }
+}
+
+/// The seam for capability providers: serves host calls that passed the gate and are not
+/// built in. Implementations scope every request to `actor`.
+pub trait ProviderDispatch: Send + Sync + 'static {
+    /// Serves one call. `Err` is the message the actor receives.
+    fn dispatch(&self, actor: &ActorIdentity, call: &HostCall<'_>) -> Result<Vec<u8>, String>;
+}
+
+/// No providers: every non-built-in capability is reported as not linked.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoProviders;
+
+impl ProviderDispatch for NoProviders {
+    fn dispatch(&self, actor: &ActorIdentity, call: &HostCall<'_>) -> Result<Vec<u8>, String> {
+        Err(format!(
+            "no provider is linked for {} (link `{}`) to actor {} ({}); declare a link in the \
+             host configuration",
+            call.namespace, call.binding, actor.name, actor.subject
+        ))
+    }
+}
+
+/// Counters of what the gate saw, shared by all invocations of one actor.
+#[derive(Debug, Default)]
+pub struct GateStats {
+    /// Host calls allowed through.
+    pub allowed: AtomicU64,
+    /// Host calls refused for lack of a capability claim.
+    pub denied: AtomicU64,
+}
+
+/// The capability gate of one actor: the [`HostCallHandler`] every invocation of it gets.
+pub struct CapabilityGate {
+    actor: Arc<ActorIdentity>,
+    providers: Arc<dyn ProviderDispatch>,
+    stats: GateStats,
+}
+
+impl std::fmt::Debug for CapabilityGate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CapabilityGate")
+            .field("actor", &self.actor)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CapabilityGate {
+    /// A gate for `actor`, in front of `providers`.
+    pub fn new(actor: Arc<ActorIdentity>, providers: Arc<dyn ProviderDispatch>) -> Self {
+        CapabilityGate {
+            actor,
+            providers,
+            stats: GateStats::default(),
+        }
+    }
+
+    /// The actor this gate guards.
+    pub fn actor(&self) -> &ActorIdentity {
+        &self.actor
+    }
+
+    /// What the gate has allowed and denied so far.
+    pub fn stats(&self) -> &GateStats {
+        &self.stats
+    }
+}
+
+impl HostCallHandler for CapabilityGate {
+    fn host_call(&self, call: &HostCall<'_>) -> Result<Vec<u8>, String> {
+        // The gate: before anything else, and for built-ins too.
+        if !self.actor.has_capability(call.namespace) {
+            self.stats.denied.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                actor = %self.actor.name,
+                subject = %self.actor.subject,
+                capability = call.namespace,
+                operation = call.operation,
+                "capability denied"
+            );
+            let alias = caps::WELL_KNOWN
+                .iter()
+                .find(|(_, id, _)| *id == call.namespace)
+                .map_or(call.namespace, |(alias, _, _)| *alias);
+            return Err(format!(
+                "capability {} denied: actor {} ({}) has no signed claim for it (sign it with \
+                 `--cap {alias}` if it should have one)",
+                call.namespace, self.actor.name, self.actor.subject
+            ));
+        }
+        self.stats.allowed.fetch_add(1, Ordering::Relaxed);
+        match call.namespace {
+            caps::LOGGING => builtins::logging(&self.actor, call),
+            caps::NUMBERGEN => builtins::numbergen(call),
+            _ => self.providers.dispatch(&self.actor, call),
+        }
+    }
+
+    fn console_log(&self, message: &str) {
+        tracing::info!(target: "sigil::actor", actor = %self.actor.name, "{message}");
+    }
+}

@@ -1,0 +1,166 @@
+//! The host: an engine, a policy, the loaded actors, and the dispatch behind them.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use sigil_claims::Policy;
+
+use crate::actors::Actor;
+use crate::dispatch::{NoProviders, ProviderDispatch};
+use crate::engine::{Engine, EngineConfig, InvocationError, Limits, LoadError};
+
+/// Builds a [`Host`].
+pub struct HostBuilder {
+    config: EngineConfig,
+    policy: Policy,
+    providers: Arc<dyn ProviderDispatch>,
+}
+
+impl Default for HostBuilder {
+    fn default() -> Self {
+        HostBuilder {
+            config: EngineConfig::default(),
+            policy: Policy::new(),
+            providers: Arc::new(NoProviders),
+        }
+    }
+}
+
+impl HostBuilder {
+    /// Sets the whole engine configuration.
+    pub fn engine_config(mut self, config: EngineConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Sets the per-invocation limits.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.config.limits = limits;
+        self
+    }
+
+    /// Sets the verification policy applied to every module loaded.
+    pub fn policy(mut self, policy: Policy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Caches compiled actors in `dir` (private to this user).
+    pub fn cache_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.config.cache_dir = Some(dir.into());
+        self
+    }
+
+    /// Serves non-built-in capabilities with `providers`.
+    pub fn providers(mut self, providers: Arc<dyn ProviderDispatch>) -> Self {
+        self.providers = providers;
+        self
+    }
+
+    /// Builds the host.
+    pub fn build(self) -> Result<Host, LoadError> {
+        Ok(Host {
+            engine: Engine::new(self.config)?,
+            policy: self.policy,
+            providers: self.providers,
+            actors: RwLock::new(BTreeMap::new()),
+        })
+    }
+}
+
+/// Loaded actors, ready to invoke.
+pub struct Host {
+    engine: Engine,
+    policy: Policy,
+    providers: Arc<dyn ProviderDispatch>,
+    actors: RwLock<BTreeMap<String, Arc<Actor>>>,
+}
+
+impl std::fmt::Debug for Host {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Host")
+            .field("engine", &self.engine)
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Host {
+    /// A builder with default limits, an any-issuer policy and no providers.
+    pub fn builder() -> HostBuilder {
+        HostBuilder::default()
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Verifies, compiles and registers an actor; a newer module with the same public key
+    /// replaces the older one.
+    pub fn load_actor(&self, bytes: impl Into<Arc<[u8]>>) -> Result<Arc<Actor>, LoadError> {
+        let actor = Arc::new(Actor::load(
+            &self.engine,
+            bytes,
+            &self.policy,
+            self.providers.clone(),
+        )?);
+        tracing::info!(
+            actor = actor.name(),
+            subject = actor.subject(),
+            snapshot = actor.template_info().snapshot,
+            from_cache = actor.template_info().from_cache,
+            "actor loaded"
+        );
+        self.actors
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(actor.subject().to_string(), actor.clone());
+        Ok(actor)
+    }
+
+    /// Reads and loads an actor module file.
+    pub fn load_actor_file(&self, path: &Path) -> Result<Arc<Actor>, LoadError> {
+        let bytes = std::fs::read(path).map_err(|e| LoadError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        })?;
+        self.load_actor(bytes)
+    }
+
+    /// Finds an actor by public key, or by name when exactly one actor has that name.
+    pub fn actor(&self, key_or_name: &str) -> Option<Arc<Actor>> {
+        let actors = self
+            .actors
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(a) = actors.get(key_or_name) {
+            return Some(a.clone());
+        }
+        let mut named = actors.values().filter(|a| a.name() == key_or_name);
+        match (named.next(), named.next()) {
+            (Some(a), None) => Some(a.clone()),
+            _ => None,
+        }
+    }
+
+    /// Invokes `operation` on `actor` in a fresh instance. Blocks the calling thread for the
+    /// length of the invocation (bounded by the deadline).
+    pub fn invoke(
+        &self,
+        actor: &Actor,
+        operation: &str,
+        payload: &[u8],
+    ) -> Result<Vec<u8>, InvocationError> {
+        let span = tracing::debug_span!("invoke", actor = actor.name(), operation);
+        let _guard = span.enter();
+        let result = self
+            .engine
+            .invoke(actor.template(), actor.gate().clone(), operation, payload);
+        if let Err(e) = &result {
+            tracing::debug!(error = %e, "invocation failed");
+        }
+        result
+    }
+}

@@ -1,0 +1,20 @@
+//! Integration tests of the host: the waPC ABI, the capability gate, limits, loading,
+//! the compiled-module cache and pre-initialization. Guests are written in WAT here.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    missing_docs,
+    unreachable_pub
+)]
+
+mod abi;
+mod cache;
+mod cli;
+mod common;
+mod gate;
+mod guests;
+mod limits;
+mod load;
+mod rust_actors;
+mod snapshot;
