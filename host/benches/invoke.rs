@@ -32,6 +32,30 @@ fn actors(keys: &Path) -> (Vec<u8>, Vec<u8>) {
     (read("echo"), read("markdown"))
 }
 
+/// The smallest waPC echo there is, in WAT: what the host costs with no guest runtime.
+fn wat_echo() -> Vec<u8> {
+    let wasm = wat::parse_str(
+        r#"(module
+          (import "wapc" "__guest_request" (func $req (param i32 i32)))
+          (import "wapc" "__guest_response" (func $resp (param i32 i32)))
+          (memory (export "memory") 1)
+          (func (export "__guest_call") (param $op i32) (param $len i32) (result i32)
+            (call $req (i32.const 0) (i32.const 1024))
+            (call $resp (i32.const 1024) (local.get $len))
+            (i32.const 1)))"#,
+    )
+    .unwrap();
+    let account = sigil_claims::keys::generate(sigil_claims::KeyKind::Account);
+    let subject = sigil_claims::keys::generate(sigil_claims::KeyKind::Module).public_key();
+    let spec = sigil_claims::ActorSpec {
+        name: "wat-echo".into(),
+        ..Default::default()
+    };
+    sigil_claims::sign_module(&wasm, &spec, &account, &subject)
+        .unwrap()
+        .bytes
+}
+
 fn unsigned_echo(signed: &[u8]) -> Vec<u8> {
     sigil_claims::strip_jwt_sections(signed).unwrap()
 }
@@ -84,6 +108,17 @@ fn benches(c: &mut Criterion) {
         .unwrap();
     g.bench_function("warm/sigil", |b| {
         b.iter(|| live.call("echo", &payload).unwrap())
+    });
+    let wat_actor = host.load_actor(wat_echo()).unwrap();
+    let mut wat_live = host
+        .engine()
+        .instantiate(wat_actor.template(), wat_actor.gate().clone())
+        .unwrap();
+    g.bench_function("warm/sigil-wat-echo", |b| {
+        b.iter(|| wat_live.call("echo", &payload).unwrap())
+    });
+    g.bench_function("fresh/sigil-wat-echo", |b| {
+        b.iter(|| host.invoke(&wat_actor, "echo", &payload).unwrap())
     });
     g.bench_function("warm/wapc", |b| {
         b.iter(|| peer_warm.call("echo", &payload).unwrap())
@@ -147,6 +182,20 @@ fn benches(c: &mut Criterion) {
             Arc::new(NoProviders),
         )
         .unwrap();
+        g.bench_function(format!("{name}/cache+first-call"), |b| {
+            b.iter(|| {
+                let a = Actor::load(
+                    &cached_engine,
+                    bytes.clone(),
+                    &policy,
+                    Arc::new(NoProviders),
+                )
+                .unwrap();
+                cached_engine
+                    .invoke(a.template(), a.gate().clone(), "does-not-exist", b"")
+                    .unwrap_err()
+            })
+        });
         g.bench_function(format!("{name}/cache"), |b| {
             b.iter(|| {
                 let a = Actor::load(

@@ -68,12 +68,19 @@ impl ModuleCache {
             if magic != MAGIC {
                 return Ok(None);
             }
-            file.seek(SeekFrom::Start(0))?;
-            // One read of the whole payload: BLAKE3 is fastest over one large input.
-            let mut payload = Vec::with_capacity(usize::try_from(payload_len).unwrap_or(0));
-            (&mut file).take(payload_len).read_to_end(&mut payload)?;
+            let payload_len_usize =
+                usize::try_from(payload_len).map_err(|_| std::io::ErrorKind::InvalidData)?;
+            // SAFETY: a read-only private mapping of a file in our private cache directory.
+            // Entries are replaced by rename and never modified in place, so the mapped
+            // bytes do not change while they are hashed. Mapping instead of reading saves a
+            // copy and fresh pages on the cold-start path.
+            #[allow(unsafe_code)]
+            let map = unsafe { memmap2::Mmap::map(&file)? };
+            let payload = map
+                .get(..payload_len_usize)
+                .ok_or(std::io::ErrorKind::UnexpectedEof)?;
             let mut hasher = self.hasher(name);
-            hasher.update(&payload);
+            hasher.update(payload);
             hasher.update(&[flag]);
             let mut stored = [0u8; 32];
             stored.copy_from_slice(mac);

@@ -327,6 +327,8 @@ fn build(a: BuildArgs) -> Result<()> {
         .transpose()?;
     opts.stack_size = a.stack_size;
     opts.locked = a.locked;
+    let default_issuer = opts.keys.path_of(KeyKind::Account, "default");
+    let announce_key = opts.issuer.is_none() && !default_issuer.exists();
     let paths = if a.paths.is_empty() {
         vec![PathBuf::from(".")]
     } else {
@@ -344,6 +346,13 @@ fn build(a: BuildArgs) -> Result<()> {
                 relative(&b.path).display()
             );
         }
+    }
+    if announce_key && default_issuer.exists() {
+        eprintln!(
+            "created a development signing key (account \"default\") at {}; \
+             use --issuer to sign with another",
+            default_issuer.display()
+        );
     }
     Ok(())
 }
