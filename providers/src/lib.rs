@@ -12,9 +12,14 @@
 //! server, and a real one: key-value in memory or on Redis, messaging on an in-process bus
 //! or on NATS, blobs on the local filesystem or S3, and HTTP server and client.
 
+pub mod blobstore;
 mod error;
+pub mod httpclient;
+pub mod httpserver;
 mod identity;
+pub mod keyvalue;
 mod link;
+pub mod messaging;
 mod provider;
 mod registry;
 pub mod subject;
