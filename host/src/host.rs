@@ -145,6 +145,24 @@ impl Host {
         }
     }
 
+    /// Every loaded actor, by public key.
+    pub fn actors(&self) -> Vec<Arc<Actor>> {
+        self.actors
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Unloads the actor with this public key; invocations already running finish.
+    pub fn remove_actor(&self, subject: &str) -> Option<Arc<Actor>> {
+        self.actors
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(subject)
+    }
+
     /// Invokes `operation` on `actor` in a fresh instance. Blocks the calling thread for the
     /// length of the invocation (bounded by the deadline).
     pub fn invoke(

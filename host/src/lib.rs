@@ -26,9 +26,12 @@ pub mod build;
 pub mod dispatch;
 pub mod engine;
 mod host;
+pub mod up;
 
 pub use actors::Actor;
-pub use dispatch::{ActorIdentity, CapabilityGate, NoProviders, ProviderDispatch};
+pub use dispatch::{
+    ActorIdentity, CapabilityGate, NoProviders, ProviderDispatch, RegistryDispatch,
+};
 pub use engine::{
     Engine, EngineConfig, HostCall, HostCallHandler, InvocationError, Limits, LoadError,
 };

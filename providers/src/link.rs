@@ -32,10 +32,7 @@ impl LinkConfig {
 
     /// The value of `key`, if set and not blank.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.0
-            .get(key)
-            .map(|v| v.trim())
-            .filter(|v| !v.is_empty())
+        self.0.get(key).map(|v| v.trim()).filter(|v| !v.is_empty())
     }
 
     /// The comma-separated items of `key` (empty when unset).

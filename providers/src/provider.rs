@@ -76,7 +76,12 @@ pub struct NoActors;
 
 #[async_trait]
 impl ActorInvoker for NoActors {
-    async fn invoke_actor(&self, actor: &str, operation: &str, _: Vec<u8>) -> Result<Vec<u8>, String> {
+    async fn invoke_actor(
+        &self,
+        actor: &str,
+        operation: &str,
+        _: Vec<u8>,
+    ) -> Result<Vec<u8>, String> {
         Err(format!("no actor {actor} to deliver {operation} to"))
     }
 }
@@ -117,6 +122,11 @@ pub trait Provider: Send + Sync + 'static {
     async fn health(&self) -> Health {
         Health::Healthy
     }
+
+    /// Stops bringing work in from outside (closes listeners, unsubscribes) and waits for
+    /// the deliveries in flight to finish, while still serving actors' calls: the first
+    /// step of a graceful shutdown. Providers that only answer calls need not implement it.
+    async fn quiesce(&self) {}
 
     /// Stops the provider: no new work is accepted. Called once, after the host has
     /// drained in-flight invocations.

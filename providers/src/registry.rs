@@ -5,8 +5,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use crate::{
-    ActorIdentity, ActorInvoker, Health, Invocation, Link, LinkDefinition, Provider,
-    ProviderError,
+    ActorIdentity, ActorInvoker, Health, Invocation, Link, LinkDefinition, Provider, ProviderError,
 };
 
 /// Why a link or a provider instance could not be added or removed.
@@ -14,7 +13,9 @@ use crate::{
 #[non_exhaustive]
 pub enum LinkError {
     /// The link names a provider instance that does not exist.
-    #[error("link to {contract_id} for actor {actor}: no provider instance named `{provider}` (known: {known})")]
+    #[error(
+        "link to {contract_id} for actor {actor}: no provider instance named `{provider}` (known: {known})"
+    )]
     UnknownProvider {
         /// The actor.
         actor: String,
@@ -26,7 +27,9 @@ pub enum LinkError {
         known: String,
     },
     /// The provider instance serves another contract.
-    #[error("link to {contract_id} for actor {actor}: provider `{provider}` serves {serves}, not {contract_id}")]
+    #[error(
+        "link to {contract_id} for actor {actor}: provider `{provider}` serves {serves}, not {contract_id}"
+    )]
     WrongContract {
         /// The actor.
         actor: String,
@@ -398,14 +401,29 @@ impl ProviderRegistry {
         out
     }
 
+    /// Asks every provider to stop bringing work in (see [`Provider::quiesce`]) and waits
+    /// until they have; calls from actors are still served.
+    pub async fn quiesce(&self) {
+        let instances: Vec<(String, Arc<dyn Provider>)> = read(&self.instances)
+            .iter()
+            .map(|(n, i)| (n.clone(), i.provider.clone()))
+            .collect();
+        futures::future::join_all(instances.iter().map(|(name, provider)| async move {
+            provider.quiesce().await;
+            tracing::debug!(provider = %name, "provider quiesced");
+        }))
+        .await;
+    }
+
     /// Removes every link, then stops every provider.
     pub async fn shutdown(&self) {
         let routes: Vec<Route> = write(&self.routes).drain().map(|(_, r)| r).collect();
         for route in routes {
             route.provider.link_removed(&route.link).await;
         }
-        let instances: Vec<(String, Instance)> =
-            std::mem::take(&mut *write(&self.instances)).into_iter().collect();
+        let instances: Vec<(String, Instance)> = std::mem::take(&mut *write(&self.instances))
+            .into_iter()
+            .collect();
         for (name, instance) in instances {
             instance.provider.stop().await;
             tracing::info!(provider = %name, "provider stopped");

@@ -21,7 +21,10 @@ fn validate(text: &str, wildcards: bool) -> Result<(), String> {
         return Err("a subject cannot be empty".to_string());
     }
     if text.len() > 1024 {
-        return Err(format!("subject is {} bytes long; at most 1024", text.len()));
+        return Err(format!(
+            "subject is {} bytes long; at most 1024",
+            text.len()
+        ));
     }
     let tokens: Vec<&str> = text.split('.').collect();
     for (i, token) in tokens.iter().enumerate() {
@@ -29,14 +32,20 @@ fn validate(text: &str, wildcards: bool) -> Result<(), String> {
             return Err(format!("subject {text:?} has an empty token"));
         }
         if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(format!("subject {text:?} contains whitespace or a control character"));
+            return Err(format!(
+                "subject {text:?} contains whitespace or a control character"
+            ));
         }
         let wildcard = *token == "*" || *token == ">";
         if !wildcards && (token.contains('*') || token.contains('>')) {
-            return Err(format!("subject {text:?} contains a wildcard; publish to a concrete subject"));
+            return Err(format!(
+                "subject {text:?} contains a wildcard; publish to a concrete subject"
+            ));
         }
         if wildcards && !wildcard && (token.contains('*') || token.contains('>')) {
-            return Err(format!("subject {text:?}: a wildcard must be a whole token"));
+            return Err(format!(
+                "subject {text:?}: a wildcard must be a whole token"
+            ));
         }
         if *token == ">" && i + 1 != tokens.len() {
             return Err(format!("subject {text:?}: `>` may only be the last token"));

@@ -2,7 +2,8 @@
 //!
 //! The provider listens on the address of the actor's link, turns each request into an
 //! [`HttpRequest`], invokes the actor's [`OP_HANDLE_REQUEST`] operation and writes the
-//! [`HttpResponse`] it answers with. An error from the actor becomes a `500` response.
+//! [`HttpResponse`] it answers with. An error from the actor becomes a `500` response, and
+//! a timeout a `504`.
 
 use serde::{Deserialize, Serialize};
 

@@ -7,45 +7,18 @@
 //! a message naming the capability and the actor, and no provider ever sees it.
 
 mod builtins;
+mod registry;
 
-use std::collections::BTreeSet;
+pub use registry::{ProviderCallObserver, RegistryDispatch};
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use sigil_claims::{VerifiedClaims, caps};
+use sigil_claims::caps;
 
 use crate::engine::{HostCall, HostCallHandler};
 
-/// Who is calling: the identity and grants of an actor, as its verified claims state them.
-/// Providers receive this with every call and scope their work to it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ActorIdentity {
-    /// The actor's module public key (`M...`).
-    pub subject: String,
-    /// The actor's name (its public key if it has none).
-    pub name: String,
-    /// The account that signed it.
-    pub issuer: String,
-    /// Granted capability contract IDs.
-    pub capabilities: BTreeSet<String>,
-}
-
-impl ActorIdentity {
-    /// The identity stated by verified claims.
-    pub fn from_claims(claims: &VerifiedClaims) -> Self {
-        ActorIdentity {
-            subject: claims.subject().to_string(),
-            name: claims.name().unwrap_or(claims.subject()).to_string(),
-            issuer: claims.issuer().to_string(),
-            capabilities: claims.capabilities().iter().cloned().collect(),
-        }
-    }
-
-    /// True if the actor's claims grant this contract ID.
-    pub fn has_capability(&self, contract_id: &str) -> bool {
-        self.capabilities.contains(contract_id)
-    }
-}
+pub use sigil_providers::ActorIdentity;
 
 /// The seam for capability providers: serves host calls that passed the gate and are not
 /// built in. Implementations scope every request to `actor`.

@@ -16,5 +16,7 @@ mod gate;
 mod guests;
 mod limits;
 mod load;
+mod providers;
 mod rust_actors;
 mod snapshot;
+mod up;

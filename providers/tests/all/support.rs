@@ -40,7 +40,10 @@ pub fn spare_port() -> u16 {
 pub fn wait_for_port(addr: SocketAddr, timeout: Duration) {
     let start = Instant::now();
     while TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_err() {
-        assert!(start.elapsed() < timeout, "nothing listens on {addr} after {timeout:?}");
+        assert!(
+            start.elapsed() < timeout,
+            "nothing listens on {addr} after {timeout:?}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -48,4 +51,63 @@ pub fn wait_for_port(addr: SocketAddr, timeout: Duration) {
 /// A deadline `secs` from now.
 pub fn deadline(secs: u64) -> Instant {
     Instant::now() + Duration::from_secs(secs)
+}
+
+/// A name no other test (in this run or another) uses: `tag`, the process id and a
+/// random suffix.
+pub fn unique(tag: &str) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(NEXT.fetch_add(1, Ordering::SeqCst));
+    format!("{tag}{}x{:08x}", std::process::id(), hasher.finish() as u32)
+}
+
+/// A server process of a test, killed (and reaped) when dropped so that none outlives
+/// the test.
+pub struct ChildGuard {
+    child: Option<std::process::Child>,
+}
+
+impl ChildGuard {
+    /// Starts `command` with its output discarded.
+    pub fn spawn(command: &mut std::process::Command) -> ChildGuard {
+        let child = command
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
+        ChildGuard { child: Some(child) }
+    }
+
+    /// The process id, while it runs.
+    pub fn id(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`, ...) to the process.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.id().expect("the process was killed");
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{signal} {pid} failed");
+    }
+
+    /// Kills the process (SIGKILL, like a crash) and waits for it to exit.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }

@@ -34,6 +34,20 @@ enum Command {
     Inspect(InspectArgs),
     /// Build actor crates for wasm32 and sign them.
     Build(BuildArgs),
+    /// Run a long-lived host from a configuration file: actors, providers, links, a health
+    /// and metrics endpoint; SIGINT or SIGTERM drains it.
+    Up(UpArgs),
+}
+
+#[derive(Args, Debug)]
+struct UpArgs {
+    /// The host configuration (TOML); see docs/operations.md.
+    #[arg(long, short, value_name = "FILE", default_value = "host.toml")]
+    config: PathBuf,
+    /// Check the configuration, load the actors and start the providers, then stop
+    /// without serving.
+    #[arg(long)]
+    check: bool,
 }
 
 #[derive(Args, Debug)]
@@ -141,7 +155,11 @@ fn parse_bytes(s: &str) -> Result<usize, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    init_logging(if matches!(cli.command, Command::Up(_)) {
+        "info"
+    } else {
+        "warn,sigil::actor=info"
+    });
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -165,12 +183,13 @@ fn is_refusal(e: &LoadError) -> bool {
     }
 }
 
-fn init_logging() {
+fn init_logging(default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SIGIL_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,sigil::actor=info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .try_init();
 }
@@ -180,7 +199,39 @@ fn run(cli: Cli) -> Result<()> {
         Command::Call(args) => call(args),
         Command::Inspect(args) => inspect(&args),
         Command::Build(args) => build(args),
+        Command::Up(args) => up(&args),
     }
+}
+
+fn up(args: &UpArgs) -> Result<()> {
+    let mut config = sigil_host::up::HostConfig::load(&args.config)?;
+    if config.engine.cache_dir.is_none() {
+        config.engine.cache_dir = default_cache_dir();
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("sigil")
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        if args.check {
+            let running = sigil_host::up::start(&config).await?;
+            let status = running.runtime.status().await;
+            running.shutdown().await;
+            println!(
+                "{}: ok ({} actors, {} providers, {} links)",
+                config.path.display(),
+                status.actors.len(),
+                status.providers.len(),
+                status.links
+            );
+            Ok(())
+        } else {
+            sigil_host::up::run(config)
+                .await
+                .map_err(anyhow::Error::from)
+        }
+    })
 }
 
 fn default_cache_dir() -> Option<PathBuf> {

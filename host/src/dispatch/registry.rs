@@ -1,0 +1,138 @@
+//! The bridge from the engine's synchronous host calls to the asynchronous providers.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use sigil_providers::{ActorIdentity, ProviderError, ProviderRegistry};
+use tokio::runtime::RuntimeFlavor;
+
+use super::ProviderDispatch;
+use crate::engine::HostCall;
+
+/// Called after every provider call, for metrics.
+pub trait ProviderCallObserver: Send + Sync + 'static {
+    /// One call of `actor` to `contract_id`/`operation` took `elapsed`; `ok` tells how it
+    /// ended.
+    fn observe(
+        &self,
+        actor: &ActorIdentity,
+        contract_id: &str,
+        operation: &str,
+        ok: bool,
+        elapsed: std::time::Duration,
+    );
+}
+
+/// Serves host calls from a [`ProviderRegistry`]: the invocation thread waits for the
+/// provider's future on the given runtime, never past the invocation's deadline.
+///
+/// Invocations run on threads that may block (the host runs them on tokio's blocking
+/// pool); the call is made with `block_in_place`, so even an invocation started on a
+/// runtime worker thread does not stall the runtime's other tasks.
+pub struct RegistryDispatch {
+    registry: Arc<ProviderRegistry>,
+    runtime: tokio::runtime::Handle,
+    observer: Option<Arc<dyn ProviderCallObserver>>,
+}
+
+impl std::fmt::Debug for RegistryDispatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryDispatch")
+            .field("registry", &self.registry)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RegistryDispatch {
+    /// Dispatches to `registry`, driving its futures on `runtime` (a multi-threaded one).
+    pub fn new(registry: Arc<ProviderRegistry>, runtime: tokio::runtime::Handle) -> Self {
+        RegistryDispatch {
+            registry,
+            runtime,
+            observer: None,
+        }
+    }
+
+    /// Reports every call to `observer`.
+    pub fn with_observer(mut self, observer: Arc<dyn ProviderCallObserver>) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+}
+
+impl RegistryDispatch {
+    async fn invoke(
+        &self,
+        actor: &ActorIdentity,
+        call: &HostCall<'_>,
+    ) -> Result<Vec<u8>, ProviderError> {
+        self.registry
+            .invoke(
+                actor,
+                call.namespace,
+                call.binding,
+                call.operation,
+                call.payload,
+                call.deadline,
+            )
+            .await
+    }
+
+    fn invoke_elsewhere(
+        &self,
+        actor: &ActorIdentity,
+        call: &HostCall<'_>,
+    ) -> Result<Vec<u8>, ProviderError> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let registry = self.registry.clone();
+        let actor = actor.clone();
+        let (namespace, binding, operation) = (
+            call.namespace.to_string(),
+            call.binding.to_string(),
+            call.operation.to_string(),
+        );
+        let payload = call.payload.to_vec();
+        let deadline = call.deadline;
+        self.runtime.spawn(async move {
+            let result = registry
+                .invoke(&actor, &namespace, &binding, &operation, &payload, deadline)
+                .await;
+            let _ = tx.send(result);
+        });
+        let wait = deadline.saturating_duration_since(Instant::now());
+        rx.recv_timeout(wait).unwrap_or_else(|_| {
+            Err(ProviderError::Timeout {
+                contract_id: call.namespace.to_string(),
+                operation: call.operation.to_string(),
+                elapsed: wait,
+            })
+        })
+    }
+}
+
+impl ProviderDispatch for RegistryDispatch {
+    fn dispatch(&self, actor: &ActorIdentity, call: &HostCall<'_>) -> Result<Vec<u8>, String> {
+        let started = Instant::now();
+        let result = match tokio::runtime::Handle::try_current() {
+            Err(_) => self.runtime.block_on(self.invoke(actor, call)),
+            // On a multi-threaded runtime's thread (worker or blocking pool): step out of
+            // the scheduler first, so its other tasks move on.
+            Ok(current) if current.runtime_flavor() == RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(|| self.runtime.block_on(self.invoke(actor, call)))
+            }
+            // Inside a single-threaded runtime, which cannot block: hand the call to our
+            // runtime and wait on a channel, never past the deadline.
+            Ok(_) => self.invoke_elsewhere(actor, call),
+        };
+        if let Some(observer) = &self.observer {
+            observer.observe(
+                actor,
+                call.namespace,
+                call.operation,
+                result.is_ok(),
+                started.elapsed(),
+            );
+        }
+        result.map_err(|e| e.to_string())
+    }
+}

@@ -1,0 +1,534 @@
+//! The host configuration file (`host.toml`) of `sigil up`.
+//!
+//! Every error names the file, the line and what to do about it: a host that refuses to
+//! start should say why in one reading.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use sigil_providers::{DEFAULT_LINK_NAME, LinkConfig, LinkDefinition, parse_duration, parse_size};
+use toml::Spanned;
+
+use crate::engine::{EngineConfig, Limits};
+
+/// A configuration error: where it is and how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}:{line}: {message}", path.display())]
+pub struct ConfigError {
+    /// The configuration file.
+    pub path: PathBuf,
+    /// The 1-based line of the offending value (0 when the file could not be read).
+    pub line: usize,
+    /// What is wrong, and the fix.
+    pub message: String,
+}
+
+/// The whole configuration, resolved: paths made absolute, values parsed.
+#[derive(Debug, Clone)]
+pub struct HostConfig {
+    /// The file it was read from.
+    pub path: PathBuf,
+    /// The host's name (labels and logs).
+    pub name: String,
+    /// Free-form labels describing the host.
+    pub labels: BTreeMap<String, String>,
+    /// Where health, metrics and the link API are served; `None` disables it.
+    pub admin_address: Option<String>,
+    /// A bearer token the admin API requires for changes (links); `None` leaves changes
+    /// open to whoever can reach the admin address (loopback by default).
+    pub admin_token: Option<String>,
+    /// How long a shutdown waits for in-flight invocations.
+    pub drain_timeout: Duration,
+    /// The engine settings (limits, cache).
+    pub engine: EngineConfig,
+    /// The verification policy.
+    pub policy: sigil_claims::Policy,
+    /// Actor modules to load, with the line that named each.
+    pub actors: Vec<Located<PathBuf>>,
+    /// Provider instances to start.
+    pub providers: Vec<Located<ProviderSpec>>,
+    /// Links to apply.
+    pub links: Vec<Located<LinkDefinition>>,
+}
+
+/// A value and the line of the configuration file it came from.
+#[derive(Debug, Clone)]
+pub struct Located<T> {
+    /// The value.
+    pub value: T,
+    /// Its 1-based line.
+    pub line: usize,
+}
+
+/// One provider instance of the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderSpec {
+    /// The instance name links refer to.
+    pub name: String,
+    /// The implementation, e.g. `keyvalue-redis`.
+    pub kind: String,
+    /// Its provider-level configuration.
+    pub config: LinkConfig,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    host: RawHost,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
+    policy: RawPolicy,
+    #[serde(default)]
+    actors: Vec<Spanned<RawActor>>,
+    #[serde(default)]
+    providers: Vec<Spanned<RawProvider>>,
+    #[serde(default)]
+    links: Vec<Spanned<RawLink>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawHost {
+    name: Option<String>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    admin_address: Option<Spanned<String>>,
+    admin_token: Option<String>,
+    drain_timeout: Option<Spanned<String>>,
+    cache_dir: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    deadline: Option<Spanned<String>>,
+    fuel: Option<u64>,
+    max_memory: Option<Spanned<Size>>,
+    max_request: Option<Spanned<Size>>,
+    max_response: Option<Spanned<Size>>,
+    max_instances: Option<u32>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    #[serde(default)]
+    issuers: Vec<String>,
+    #[serde(default)]
+    revoked: Vec<String>,
+    #[serde(default)]
+    allow_legacy_hash: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawActor {
+    path: PathBuf,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProvider {
+    name: String,
+    kind: Spanned<String>,
+    #[serde(default)]
+    config: BTreeMap<String, Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLink {
+    actor: String,
+    contract: String,
+    provider: String,
+    name: Option<String>,
+    #[serde(default)]
+    config: BTreeMap<String, Value>,
+}
+
+/// A size: a number of bytes or a string like `"64MiB"`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Size {
+    Bytes(u64),
+    Text(String),
+}
+
+/// A configuration value: providers read strings, so numbers and booleans are written out
+/// and arrays are joined with commas.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Value {
+    Text(String),
+    Integer(i64),
+    Float(f64),
+    Bool(bool),
+    List(Vec<Value>),
+}
+
+impl Value {
+    fn into_string(self) -> String {
+        match self {
+            Value::Text(s) => s,
+            Value::Integer(i) => i.to_string(),
+            Value::Float(f) => f.to_string(),
+            Value::Bool(b) => b.to_string(),
+            Value::List(items) => items
+                .into_iter()
+                .map(Value::into_string)
+                .collect::<Vec<_>>()
+                .join(","),
+        }
+    }
+}
+
+fn to_link_config(values: BTreeMap<String, Value>) -> LinkConfig {
+    values
+        .into_iter()
+        .map(|(k, v)| (k, v.into_string()))
+        .collect()
+}
+
+/// The kinds of built-in provider `kind = ...` accepts.
+pub const PROVIDER_KINDS: &[&str] = &[
+    "keyvalue-memory",
+    "keyvalue-redis",
+    "messaging-bus",
+    "messaging-nats",
+    "blobstore-fs",
+    "blobstore-s3",
+    "httpserver",
+    "httpclient",
+];
+
+struct Source<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl Source<'_> {
+    fn line_of(&self, offset: usize) -> usize {
+        let end = offset.min(self.text.len());
+        self.text.as_bytes()[..end]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+            + 1
+    }
+
+    fn error(&self, span: std::ops::Range<usize>, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            path: self.path.to_path_buf(),
+            line: self.line_of(span.start),
+            message: message.into(),
+        }
+    }
+}
+
+impl HostConfig {
+    /// Reads and checks the configuration file at `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            path: path.to_path_buf(),
+            line: 0,
+            message: format!("cannot read the configuration: {e}"),
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Checks configuration `text` as if read from `path` (relative paths in it are
+    /// relative to `path`'s directory).
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let source = Source { path, text };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let span = e.span().unwrap_or(0..0);
+            source.error(span, e.message().trim().to_string())
+        })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let resolve = |p: &Path| {
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base.join(p)
+            }
+        };
+
+        let duration = |value: &Spanned<String>, what: &str| {
+            parse_duration(value.get_ref()).ok_or_else(|| {
+                source.error(
+                    value.span(),
+                    format!(
+                        "{what} = {:?} is not a duration; write it like \"500ms\", \"10s\" or \"2m\"",
+                        value.get_ref()
+                    ),
+                )
+            })
+        };
+        let size = |value: &Spanned<Size>, what: &str| -> Result<usize, ConfigError> {
+            let bytes = match value.get_ref() {
+                Size::Bytes(n) => Some(*n),
+                Size::Text(t) => parse_size(t),
+            };
+            bytes.and_then(|b| usize::try_from(b).ok()).ok_or_else(|| {
+                source.error(
+                    value.span(),
+                    format!("{what} is not a size; write it like 1048576 or \"64MiB\""),
+                )
+            })
+        };
+
+        let mut limits = Limits::default();
+        if let Some(d) = &raw.limits.deadline {
+            limits.deadline = duration(d, "deadline")?;
+        }
+        limits.fuel = raw.limits.fuel;
+        if let Some(s) = &raw.limits.max_memory {
+            limits.max_memory = size(s, "max_memory")?;
+        }
+        if let Some(s) = &raw.limits.max_request {
+            limits.max_request = size(s, "max_request")?;
+        }
+        if let Some(s) = &raw.limits.max_response {
+            limits.max_response = size(s, "max_response")?;
+        }
+        let mut engine = EngineConfig {
+            limits,
+            cache_dir: raw.host.cache_dir.as_deref().map(resolve),
+            ..EngineConfig::default()
+        };
+        if let Some(n) = raw.limits.max_instances {
+            engine.max_instances = n;
+        }
+
+        let mut policy =
+            sigil_claims::Policy::new().allow_legacy_hash(raw.policy.allow_legacy_hash);
+        for issuer in raw.policy.issuers {
+            policy = policy.allow_issuer(issuer);
+        }
+        for key in raw.policy.revoked {
+            policy = policy.revoke_subject(key);
+        }
+
+        let drain_timeout = match &raw.host.drain_timeout {
+            Some(d) => duration(d, "drain_timeout")?,
+            None => Duration::from_secs(30),
+        };
+        let admin_address = match raw.host.admin_address {
+            None => Some("127.0.0.1:9090".to_string()),
+            Some(a) if a.get_ref() == "off" || a.get_ref().is_empty() => None,
+            Some(a) => {
+                if a.get_ref().parse::<std::net::SocketAddr>().is_err() {
+                    return Err(source.error(
+                        a.span(),
+                        format!(
+                            "admin_address = {:?} is not an address; write it like \
+                             \"127.0.0.1:9090\", or \"off\" to serve no admin endpoint",
+                            a.get_ref()
+                        ),
+                    ));
+                }
+                Some(a.into_inner())
+            }
+        };
+
+        let actors = raw
+            .actors
+            .into_iter()
+            .map(|a| Located {
+                line: source.line_of(a.span().start),
+                value: resolve(&a.get_ref().path),
+            })
+            .collect();
+
+        let mut providers: Vec<Located<ProviderSpec>> = Vec::new();
+        for p in raw.providers {
+            let line = source.line_of(p.span().start);
+            let p = p.into_inner();
+            if !PROVIDER_KINDS.contains(&p.kind.get_ref().as_str()) {
+                return Err(source.error(
+                    p.kind.span(),
+                    format!(
+                        "unknown provider kind {:?}; use one of {}",
+                        p.kind.get_ref(),
+                        PROVIDER_KINDS.join(", ")
+                    ),
+                ));
+            }
+            if providers.iter().any(|q| q.value.name == p.name) {
+                return Err(ConfigError {
+                    path: path.to_path_buf(),
+                    line,
+                    message: format!(
+                        "a provider named {:?} is declared twice; give each a unique name",
+                        p.name
+                    ),
+                });
+            }
+            let mut config = to_link_config(p.config);
+            if p.kind.get_ref().starts_with("blobstore-fs")
+                && let Some(root) = config.get("root")
+            {
+                // A relative root is relative to the configuration file, like actor paths.
+                let root = resolve(Path::new(root)).display().to_string();
+                config.0.insert("root".to_string(), root);
+            }
+            providers.push(Located {
+                line,
+                value: ProviderSpec {
+                    name: p.name,
+                    kind: p.kind.into_inner(),
+                    config,
+                },
+            });
+        }
+
+        let mut links = Vec::new();
+        for l in raw.links {
+            let line = source.line_of(l.span().start);
+            let l = l.into_inner();
+            if !providers.iter().any(|p| p.value.name == l.provider) {
+                return Err(ConfigError {
+                    path: path.to_path_buf(),
+                    line,
+                    message: format!(
+                        "the link names provider {:?}, which is not declared; add a \
+                         [[providers]] entry with name = {:?} or fix the name",
+                        l.provider, l.provider
+                    ),
+                });
+            }
+            links.push(Located {
+                line,
+                value: LinkDefinition {
+                    actor: l.actor,
+                    contract_id: contract_id(&l.contract),
+                    link_name: l.name.unwrap_or_else(|| DEFAULT_LINK_NAME.to_string()),
+                    provider: l.provider,
+                    config: to_link_config(l.config),
+                },
+            });
+        }
+
+        Ok(HostConfig {
+            path: path.to_path_buf(),
+            name: raw.host.name.unwrap_or_else(default_host_name),
+            labels: raw.host.labels,
+            admin_address,
+            admin_token: raw.host.admin_token.filter(|t| !t.is_empty()),
+            drain_timeout,
+            engine,
+            policy,
+            actors,
+            providers,
+            links,
+        })
+    }
+
+    /// An error at `line` of this configuration.
+    pub fn error_at(&self, line: usize, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            path: self.path.clone(),
+            line,
+            message: message.into(),
+        }
+    }
+}
+
+/// A contract ID from a full ID (`wasmcloud:keyvalue`) or a capability alias (`keyvalue`).
+pub fn contract_id(text: &str) -> String {
+    sigil_claims::caps::WELL_KNOWN
+        .iter()
+        .find(|(alias, _, _)| *alias == text)
+        .map_or_else(|| text.to_string(), |(_, id, _)| (*id).to_string())
+}
+
+fn default_host_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+        })
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "sigil".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<HostConfig, ConfigError> {
+        HostConfig::parse(Path::new("/etc/sigil/host.toml"), text)
+    }
+
+    #[test]
+    fn a_full_config() {
+        let c = parse(
+            r#"
+[host]
+labels = { zone = "a" }
+drain_timeout = "5s"
+
+[limits]
+deadline = "2s"
+max_memory = "32MiB"
+
+[[actors]]
+path = "counter.wasm"
+
+[[providers]]
+name = "kv"
+kind = "keyvalue-redis"
+config = { url = "redis://127.0.0.1:6379" }
+
+[[links]]
+actor = "counter"
+contract = "keyvalue"
+provider = "kv"
+config = { prefix = "c:", allow = ["a", "b"], n = 3 }
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.drain_timeout, Duration::from_secs(5));
+        assert_eq!(c.engine.limits.deadline, Duration::from_secs(2));
+        assert_eq!(c.engine.limits.max_memory, 32 << 20);
+        assert_eq!(c.actors[0].value, PathBuf::from("/etc/sigil/counter.wasm"));
+        assert_eq!(c.actors[0].line, 10);
+        let link = &c.links[0].value;
+        assert_eq!(link.contract_id, "wasmcloud:keyvalue");
+        assert_eq!(link.link_name, "default");
+        assert_eq!(link.config.get("allow"), Some("a,b"));
+        assert_eq!(link.config.get("n"), Some("3"));
+        assert_eq!(c.admin_address.as_deref(), Some("127.0.0.1:9090"));
+    }
+
+    #[test]
+    fn errors_name_the_line_and_the_fix() {
+        let e = parse("[limits]\ndeadline = \"soon\"\n").unwrap_err();
+        assert_eq!(e.line, 2);
+        assert!(e.message.contains("not a duration"), "{e}");
+        assert!(e.to_string().starts_with("/etc/sigil/host.toml:2:"), "{e}");
+
+        let e = parse("[[providers]]\nname = \"x\"\nkind = \"keyvalue-mongo\"\n").unwrap_err();
+        assert_eq!(e.line, 3);
+        assert!(e.message.contains("keyvalue-redis"), "{e}");
+
+        let e = parse("[host]\nadmin = 1\n").unwrap_err();
+        assert_eq!(e.line, 2);
+        assert!(e.message.contains("admin"), "{e}");
+
+        let e = parse("[[links]]\nactor = \"a\"\ncontract = \"keyvalue\"\nprovider = \"nope\"\n")
+            .unwrap_err();
+        assert_eq!(e.line, 1);
+        assert!(e.message.contains("not declared"), "{e}");
+
+        let e = parse("[host\n").unwrap_err();
+        assert_eq!(e.line, 1);
+    }
+}

@@ -1,0 +1,152 @@
+//! `sigil up`: a long-running host built from a configuration file.
+//!
+//! It loads the actors, starts the providers, applies the links, serves health, metrics
+//! and a link API on the admin address, and on SIGINT or SIGTERM drains in-flight
+//! invocations before it exits.
+
+pub mod admin;
+mod builtin;
+pub mod config;
+pub mod metrics;
+pub mod runtime;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use builtin::{Builtins, create_provider};
+pub use config::{ConfigError, HostConfig};
+pub use metrics::Metrics;
+pub use runtime::{HostStatus, Runtime, RuntimeError, RuntimeLinkError};
+
+use sigil_providers::httpserver::ServerHandle;
+
+/// A host started from a configuration.
+#[derive(Debug)]
+pub struct Running {
+    /// The runtime.
+    pub runtime: Arc<Runtime>,
+    /// Where the admin endpoint listens, if it does.
+    pub admin_address: Option<SocketAddr>,
+    admin: Option<ServerHandle>,
+    drain_timeout: Duration,
+}
+
+impl Running {
+    /// Drains and stops everything (see [`Runtime::shutdown`]); returns the invocations
+    /// still running when the drain timeout ran out.
+    pub async fn shutdown(self) -> usize {
+        let left = self.runtime.shutdown(self.drain_timeout).await;
+        if let Some(admin) = self.admin {
+            admin.shutdown(Duration::from_secs(2)).await;
+        }
+        left
+    }
+}
+
+/// Starts a host as `config` declares: actors, providers, links, then the admin endpoint.
+/// Anything refused is reported with the configuration line that declared it.
+pub async fn start(config: &HostConfig) -> Result<Running, ConfigError> {
+    let runtime = Runtime::new(config.engine.clone(), config.policy.clone())
+        .map_err(|e| config.error_at(0, format!("cannot start the engine: {e}")))?;
+
+    for actor in &config.actors {
+        let path = &actor.value;
+        let bytes = tokio::fs::read(path).await.map_err(|e| {
+            config.error_at(
+                actor.line,
+                format!(
+                    "cannot read actor {}: {e}; build it first or fix the path",
+                    path.display()
+                ),
+            )
+        })?;
+        runtime.load_actor(bytes).await.map_err(|e| {
+            config.error_at(actor.line, format!("actor {} refused: {e}", path.display()))
+        })?;
+    }
+
+    let builtins = Builtins::default();
+    for spec in &config.providers {
+        let p = &spec.value;
+        let provider = create_provider(&p.kind, &p.config, &builtins).map_err(|e| {
+            config.error_at(
+                spec.line,
+                format!("provider {:?} ({}): {e}", p.name, p.kind),
+            )
+        })?;
+        runtime
+            .add_provider(&p.name, provider)
+            .await
+            .map_err(|e| config.error_at(spec.line, e.to_string()))?;
+    }
+
+    for link in &config.links {
+        runtime
+            .add_link(&link.value)
+            .await
+            .map_err(|e| config.error_at(link.line, e.to_string()))?;
+    }
+
+    let (admin, admin_address) = match &config.admin_address {
+        None => (None, None),
+        Some(address) => {
+            let handle = admin::serve_config(runtime.clone(), config, address)
+                .await
+                .map_err(|e| {
+                    config.error_at(
+                        0,
+                        format!(
+                            "cannot serve the admin endpoint on {address}: {e}; pick another \
+                             admin_address or \"off\""
+                        ),
+                    )
+                })?;
+            let bound = handle.local_addr();
+            (Some(handle), Some(bound))
+        }
+    };
+
+    Ok(Running {
+        runtime,
+        admin_address,
+        admin,
+        drain_timeout: config.drain_timeout,
+    })
+}
+
+/// Runs the host until SIGINT or SIGTERM, then drains it.
+pub async fn run(config: HostConfig) -> Result<(), ConfigError> {
+    let running = start(&config).await?;
+    let status = running.runtime.status().await;
+    tracing::info!(
+        host = %config.name,
+        config = %config.path.display(),
+        actors = status.actors.len(),
+        providers = status.providers.len(),
+        links = status.links,
+        admin = ?running.admin_address,
+        "host ready"
+    );
+    wait_for_signal().await;
+    let left = running.shutdown().await;
+    if left > 0 {
+        tracing::warn!(abandoned = left, "stopped with invocations still running");
+    }
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot listen for signals; stopping");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+}

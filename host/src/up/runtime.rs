@@ -1,0 +1,341 @@
+//! A running host: actors, providers, links, metrics, and graceful drain.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use sigil_claims::Policy;
+use sigil_providers::{
+    ActorInvoker, Link, LinkDefinition, LinkError, Provider, ProviderRegistry, ProviderStatus,
+};
+use tokio::sync::{Notify, Semaphore};
+
+use super::metrics::Metrics;
+use crate::dispatch::RegistryDispatch;
+use crate::engine::{EngineConfig, InvocationError, LoadError};
+use crate::{Actor, Host};
+
+/// Why the running host could not serve an invocation.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RuntimeError {
+    /// No actor with that key or name is loaded.
+    #[error("no actor {0} is running on this host")]
+    NoSuchActor(String),
+    /// The host is shutting down and takes no new work.
+    #[error("the host is shutting down and takes no new invocations")]
+    Draining,
+    /// The invocation failed.
+    #[error(transparent)]
+    Invocation(#[from] InvocationError),
+    /// The invocation thread failed unexpectedly.
+    #[error("the invocation was lost: {0}")]
+    Lost(String),
+}
+
+/// A link could not be added because of its actor or its provider.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RuntimeLinkError {
+    /// The link names an actor that is not loaded.
+    #[error(
+        "the link names actor {0:?}, which is not loaded (give a loaded actor's name or public key)"
+    )]
+    NoSuchActor(String),
+    /// The registry refused it.
+    #[error(transparent)]
+    Link(#[from] LinkError),
+}
+
+/// Hands provider deliveries (HTTP requests, messages) to the runtime.
+struct Gateway {
+    runtime: OnceLock<Weak<Runtime>>,
+}
+
+#[async_trait]
+impl ActorInvoker for Gateway {
+    async fn invoke_actor(
+        &self,
+        actor: &str,
+        operation: &str,
+        payload: Vec<u8>,
+    ) -> Result<Vec<u8>, String> {
+        let Some(runtime) = self.runtime.get().and_then(Weak::upgrade) else {
+            return Err("the host has stopped".to_string());
+        };
+        runtime
+            .invoke(actor, operation, payload)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// A summary of the host, for the health endpoint.
+#[derive(Debug, Clone)]
+pub struct HostStatus {
+    /// Whether the host serves (not draining, every provider healthy).
+    pub ready: bool,
+    /// Whether it is shutting down.
+    pub draining: bool,
+    /// How long it has run.
+    pub uptime: Duration,
+    /// Invocations running now.
+    pub in_flight: usize,
+    /// Loaded actors: name, public key.
+    pub actors: Vec<(String, String)>,
+    /// Provider instances and their health.
+    pub providers: Vec<ProviderStatus>,
+    /// Applied links.
+    pub links: usize,
+}
+
+/// The running host: a [`Host`] whose actors reach providers through links, invoked
+/// asynchronously on the blocking pool with a bound on concurrency.
+pub struct Runtime {
+    host: Arc<Host>,
+    registry: Arc<ProviderRegistry>,
+    metrics: Arc<Metrics>,
+    permits: Semaphore,
+    in_flight: AtomicUsize,
+    idle: Notify,
+    draining: AtomicBool,
+    started: Instant,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("host", &self.host)
+            .field("registry", &self.registry)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Counts an invocation in flight for as long as it lives.
+struct InFlight<'a>(&'a Runtime);
+
+impl<'a> InFlight<'a> {
+    fn enter(runtime: &'a Runtime) -> Self {
+        runtime.in_flight.fetch_add(1, Ordering::SeqCst);
+        runtime.metrics.in_flight().inc();
+        InFlight(runtime)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.metrics.in_flight().dec();
+        if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+impl Runtime {
+    /// A runtime with no actors or providers yet. Must be called inside a multi-threaded
+    /// tokio runtime, which drives the providers.
+    pub fn new(engine: EngineConfig, policy: Policy) -> Result<Arc<Self>, LoadError> {
+        let gateway = Arc::new(Gateway {
+            runtime: OnceLock::new(),
+        });
+        let registry = Arc::new(ProviderRegistry::new(gateway.clone()));
+        let metrics = Arc::new(Metrics::new());
+        let dispatch = RegistryDispatch::new(registry.clone(), tokio::runtime::Handle::current())
+            .with_observer(metrics.clone());
+        let concurrency = usize::try_from(engine.max_instances).unwrap_or(256).max(1);
+        let host = Host::builder()
+            .engine_config(engine)
+            .policy(policy)
+            .providers(Arc::new(dispatch))
+            .build()?;
+        let runtime = Arc::new(Runtime {
+            host: Arc::new(host),
+            registry,
+            metrics,
+            permits: Semaphore::new(concurrency),
+            in_flight: AtomicUsize::new(0),
+            idle: Notify::new(),
+            draining: AtomicBool::new(false),
+            started: Instant::now(),
+        });
+        let _ = gateway.runtime.set(Arc::downgrade(&runtime));
+        Ok(runtime)
+    }
+
+    /// The host underneath.
+    pub fn host(&self) -> &Arc<Host> {
+        &self.host
+    }
+
+    /// The provider registry.
+    pub fn registry(&self) -> &Arc<ProviderRegistry> {
+        &self.registry
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Verifies, compiles and loads an actor (on the blocking pool: compiling takes time).
+    pub async fn load_actor(&self, bytes: Vec<u8>) -> Result<Arc<Actor>, LoadError> {
+        let host = self.host.clone();
+        let actor = tokio::task::spawn_blocking(move || host.load_actor(bytes))
+            .await
+            .map_err(|e| LoadError::Compile {
+                message: format!("the loading thread failed: {e}"),
+            })??;
+        self.update_counts();
+        Ok(actor)
+    }
+
+    /// Starts a provider instance.
+    pub async fn add_provider(
+        &self,
+        name: &str,
+        provider: Arc<dyn Provider>,
+    ) -> Result<(), LinkError> {
+        self.registry.add_provider(name, provider).await
+    }
+
+    /// Applies a link; its actor must be loaded.
+    pub async fn add_link(&self, definition: &LinkDefinition) -> Result<(), RuntimeLinkError> {
+        let actor = self
+            .host
+            .actor(&definition.actor)
+            .ok_or_else(|| RuntimeLinkError::NoSuchActor(definition.actor.clone()))?;
+        self.registry
+            .add_link(actor.identity().clone(), definition)
+            .await?;
+        self.update_counts();
+        Ok(())
+    }
+
+    /// Removes a link of an actor (by key or name).
+    pub async fn remove_link(
+        &self,
+        actor: &str,
+        contract_id: &str,
+        link_name: &str,
+    ) -> Result<Link, RuntimeLinkError> {
+        let subject = self
+            .host
+            .actor(actor)
+            .map_or_else(|| actor.to_string(), |a| a.subject().to_string());
+        let link = self
+            .registry
+            .remove_link(&subject, contract_id, link_name)
+            .await?;
+        self.update_counts();
+        Ok(link)
+    }
+
+    /// Invokes `operation` on an actor (by key or name): on the blocking pool, at most
+    /// as many at once as the engine has instance slots.
+    pub async fn invoke(
+        &self,
+        actor: &str,
+        operation: &str,
+        payload: Vec<u8>,
+    ) -> Result<Vec<u8>, RuntimeError> {
+        if self.draining.load(Ordering::SeqCst) {
+            self.metrics.refused();
+            return Err(RuntimeError::Draining);
+        }
+        let actor = self
+            .host
+            .actor(actor)
+            .ok_or_else(|| RuntimeError::NoSuchActor(actor.to_string()))?;
+        let _in_flight = InFlight::enter(self);
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| RuntimeError::Draining)?;
+        let started = Instant::now();
+        let host = self.host.clone();
+        let worker_actor = actor.clone();
+        let op = operation.to_string();
+        let result = tokio::task::spawn_blocking(move || host.invoke(&worker_actor, &op, &payload))
+            .await
+            .map_err(|e| RuntimeError::Lost(e.to_string()))
+            .and_then(|r| r.map_err(RuntimeError::from));
+        self.metrics
+            .invocation(actor.name(), operation, result.is_ok(), started.elapsed());
+        result
+    }
+
+    /// Health and inventory.
+    pub async fn status(&self) -> HostStatus {
+        let providers = self.registry.status().await;
+        for p in &providers {
+            self.metrics
+                .provider_health(&p.name, p.kind, p.contract_id, p.health.is_healthy());
+        }
+        let draining = self.draining.load(Ordering::SeqCst);
+        HostStatus {
+            ready: !draining && providers.iter().all(|p| p.health.is_healthy()),
+            draining,
+            uptime: self.started.elapsed(),
+            in_flight: self.in_flight.load(Ordering::SeqCst),
+            actors: self
+                .host
+                .actors()
+                .iter()
+                .map(|a| (a.name().to_string(), a.subject().to_string()))
+                .collect(),
+            links: self.registry.links().len(),
+            providers,
+        }
+    }
+
+    /// True once shutdown has begun.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    /// Shuts down gracefully: the providers that bring work in (HTTP servers, message
+    /// subscriptions) stop taking it and let their deliveries finish; then new invocations are
+    /// refused and those in flight may finish within `timeout`; then every other provider
+    /// stops. Returns the number of invocations still running when the time ran out.
+    pub async fn shutdown(&self, timeout: Duration) -> usize {
+        let deadline = tokio::time::Instant::now() + timeout;
+        tracing::info!(
+            ?timeout,
+            in_flight = self.in_flight.load(Ordering::SeqCst),
+            "draining"
+        );
+        if tokio::time::timeout_at(deadline, self.registry.quiesce())
+            .await
+            .is_err()
+        {
+            tracing::warn!("inbound providers did not stop within the drain timeout");
+        }
+        self.draining.store(true, Ordering::SeqCst);
+        let left = loop {
+            let notified = self.idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let n = self.in_flight.load(Ordering::SeqCst);
+            if n == 0 {
+                break 0;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                break self.in_flight.load(Ordering::SeqCst);
+            }
+        };
+        if left > 0 {
+            tracing::warn!(in_flight = left, "drain timeout: invocations still running");
+        }
+        self.permits.close();
+        self.registry.shutdown().await;
+        tracing::info!("host stopped");
+        left
+    }
+
+    fn update_counts(&self) {
+        self.metrics
+            .set_counts(self.host.actors().len(), self.registry.links().len());
+    }
+}
