@@ -369,7 +369,7 @@ impl HostConfig {
                 });
             }
             let mut config = to_link_config(p.config);
-            if p.kind.get_ref().starts_with("blobstore-fs")
+            if p.kind.get_ref() == "blobstore-fs"
                 && let Some(root) = config.get("root")
             {
                 // A relative root is relative to the configuration file, like actor paths.

@@ -19,9 +19,28 @@ use crate::support::{actor, deadline, link, spare_port, wait_for_port};
 
 const MIB: usize = 1 << 20;
 
-/// The S3 endpoint of the shared test server.
+/// The S3 endpoint of the shared test server. Without `SIGIL_TEST_S3`, the default server
+/// is started (once, with `.ci/start-s3`) when nothing answers on 127.0.0.1:9000, so that
+/// `cargo test` works on a machine that has never run CI.
 fn s3_endpoint() -> String {
-    std::env::var("SIGIL_TEST_S3").unwrap_or_else(|_| "http://127.0.0.1:9000".to_string())
+    if let Ok(endpoint) = std::env::var("SIGIL_TEST_S3") {
+        return endpoint;
+    }
+    static STARTED: std::sync::Once = std::sync::Once::new();
+    STARTED.call_once(|| {
+        let addr: std::net::SocketAddr = ([127, 0, 0, 1], 9000).into();
+        if std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(200))
+            .is_err()
+        {
+            let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../.ci/start-s3");
+            let status = std::process::Command::new("bash").arg(script).status();
+            assert!(
+                status.is_ok_and(|s| s.success()),
+                "no S3 server on 127.0.0.1:9000, and .ci/start-s3 could not start one"
+            );
+        }
+    });
+    "http://127.0.0.1:9000".to_string()
 }
 
 /// A bucket name no other test uses.
