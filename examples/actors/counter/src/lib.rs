@@ -33,8 +33,10 @@ fn handle_request(request: HttpRequest) -> HandlerResult<HttpResponse> {
             0
         }
         _ => {
-            return Ok(json(405, "{\"error\":\"use GET, POST or DELETE\"}".to_string())
-                .with_header("allow", "GET, POST, PUT, DELETE"));
+            return Ok(
+                json(405, "{\"error\":\"use GET, POST or DELETE\"}".to_string())
+                    .with_header("allow", "GET, POST, PUT, DELETE"),
+            );
         }
     };
     Ok(json(
