@@ -50,23 +50,41 @@ impl LinkConfig {
 
     /// `key` as a duration (`"500ms"`, `"30s"`, `"2m"`), or `default` when unset.
     pub fn duration(&self, key: &str, default: Duration) -> Result<Duration, ProviderError> {
-        match self.get(key) {
-            None => Ok(default),
-            Some(v) => parse_duration(v).ok_or_else(|| {
-                ProviderError::Config(format!(
-                    "`{key}` = {v:?} is not a duration; write it like \"500ms\", \"30s\" or \"2m\""
-                ))
-            }),
-        }
+        self.parsed(
+            key,
+            default,
+            parse_duration,
+            "a duration",
+            "\"500ms\", \"30s\" or \"2m\"",
+        )
     }
 
     /// `key` as a size in bytes (`"1048576"`, `"64KiB"`, `"16MiB"`), or `default`.
     pub fn bytes(&self, key: &str, default: u64) -> Result<u64, ProviderError> {
+        self.parsed(
+            key,
+            default,
+            parse_size,
+            "a size",
+            "\"65536\", \"64KiB\" or \"16MiB\"",
+        )
+    }
+
+    /// `key` read with `parse`, or `default` when unset; the error names what was expected
+    /// and shows `examples`.
+    fn parsed<T>(
+        &self,
+        key: &str,
+        default: T,
+        parse: fn(&str) -> Option<T>,
+        what: &str,
+        examples: &str,
+    ) -> Result<T, ProviderError> {
         match self.get(key) {
             None => Ok(default),
-            Some(v) => parse_size(v).ok_or_else(|| {
+            Some(v) => parse(v).ok_or_else(|| {
                 ProviderError::Config(format!(
-                    "`{key}` = {v:?} is not a size; write it like \"65536\", \"64KiB\" or \"16MiB\""
+                    "`{key}` = {v:?} is not {what}; write it like {examples}"
                 ))
             }),
         }

@@ -75,15 +75,22 @@ pub async fn call(
     Ok(rmp_serde::from_slice(&reply).unwrap())
 }
 
-/// A plain HTTP/1.1 request; answers the status and the body.
+/// A plain HTTP/1.1 request without a body; answers the status and the body.
 pub fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
+    http_with_body(addr, method, path, "")
+}
+
+/// An HTTP/1.1 request with a JSON body; answers the status and the body.
+pub fn http_with_body(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
     write!(
         stream,
-        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
     )
     .unwrap();
     let mut raw = String::new();
