@@ -126,6 +126,19 @@ fn benches(c: &mut Criterion) {
     g.bench_function("fresh/sigil", |b| {
         b.iter(|| host.invoke(&actor, "echo", &payload).unwrap())
     });
+    // The same on the asynchronous path a running host uses (`block_on` of a
+    // single-threaded runtime included).
+    let single = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    g.bench_function("fresh/sigil-async", |b| {
+        b.iter(|| {
+            single
+                .block_on(host.invoke_async(&actor, "echo", &payload))
+                .unwrap()
+        })
+    });
     g.bench_function("fresh/sigil-no-snapshot", |b| {
         b.iter(|| no_snapshot.invoke(&actor_plain, "echo", &payload).unwrap())
     });

@@ -74,15 +74,15 @@ async fn http_load(addr: std::net::SocketAddr, total: u64) -> Duration {
     started.elapsed()
 }
 
-/// Runs `op` `total` times with `IN_FLIGHT` at once; returns the time.
-async fn concurrent<F, Fut>(total: u64, op: F) -> Duration
+/// Runs `op` `total` times with `in_flight` at once; returns the time.
+async fn concurrent<F, Fut>(in_flight: usize, total: u64, op: F) -> Duration
 where
     F: Fn() -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send,
 {
-    let per = total.div_ceil(IN_FLIGHT as u64);
+    let per = total.div_ceil(in_flight as u64);
     let started = Instant::now();
-    let tasks: Vec<_> = (0..IN_FLIGHT)
+    let tasks: Vec<_> = (0..in_flight)
         .map(|_| {
             let op = op.clone();
             tokio::spawn(async move {
@@ -180,40 +180,47 @@ fn benches(c: &mut Criterion) {
         .block_on(redis::aio::ConnectionManager::new(client))
         .unwrap();
     let incr = rmp_serde::to_vec_named(&serde_json::json!({"key": "n"})).unwrap();
-    let mut group = c.benchmark_group("keyvalue_incr");
-    group.throughput(Throughput::Elements(1));
-    group.sample_size(20);
-    group.measurement_time(Duration::from_secs(8));
-    group.bench_function("redis_crate_direct", |b| {
-        b.iter_custom(|n| {
-            let con = direct.clone();
-            rt.block_on(concurrent(n, move || {
-                let mut con = con.clone();
-                async move {
-                    let _: i64 = redis::cmd("INCRBY")
-                        .arg("sigil-bench:direct:n")
-                        .arg(1)
-                        .query_async(&mut con)
-                        .await
-                        .unwrap();
-                }
-            }))
-        })
-    });
-    group.bench_function("through_actor", |b| {
-        b.iter_custom(|n| {
-            let runtime = runtime.clone();
-            let incr = incr.clone();
-            rt.block_on(concurrent(n, move || {
+    // With 16 in flight the direct side pipelines on its multiplexed connection; with one,
+    // each side waits for every answer, so the difference is the cost the actor adds.
+    for (group_name, in_flight) in [
+        ("keyvalue_incr", IN_FLIGHT),
+        ("keyvalue_incr_one_at_a_time", 1),
+    ] {
+        let mut group = c.benchmark_group(group_name);
+        group.throughput(Throughput::Elements(1));
+        group.sample_size(20);
+        group.measurement_time(Duration::from_secs(8));
+        group.bench_function("redis_crate_direct", |b| {
+            b.iter_custom(|n| {
+                let con = direct.clone();
+                rt.block_on(concurrent(in_flight, n, move || {
+                    let mut con = con.clone();
+                    async move {
+                        let _: i64 = redis::cmd("INCRBY")
+                            .arg("sigil-bench:direct:n")
+                            .arg(1)
+                            .query_async(&mut con)
+                            .await
+                            .unwrap();
+                    }
+                }))
+            })
+        });
+        group.bench_function("through_actor", |b| {
+            b.iter_custom(|n| {
                 let runtime = runtime.clone();
                 let incr = incr.clone();
-                async move {
-                    runtime.invoke("probe", "kv_incr", incr).await.unwrap();
-                }
-            }))
-        })
-    });
-    group.finish();
+                rt.block_on(concurrent(in_flight, n, move || {
+                    let runtime = runtime.clone();
+                    let incr = incr.clone();
+                    async move {
+                        runtime.invoke("probe", "kv_incr", incr).await.unwrap();
+                    }
+                }))
+            })
+        });
+        group.finish();
+    }
     rt.block_on(runtime.shutdown(Duration::from_secs(5)));
 }
 

@@ -181,4 +181,26 @@ impl Host {
         }
         result
     }
+
+    /// Invokes `operation` on `actor` in a fresh instance, as a future for a tokio runtime:
+    /// host calls await their providers, and a long computation yields the worker at every
+    /// epoch tick (see [`Engine::invoke_async`]).
+    pub async fn invoke_async(
+        &self,
+        actor: &Actor,
+        operation: &str,
+        payload: &[u8],
+    ) -> Result<Vec<u8>, InvocationError> {
+        use tracing::Instrument;
+        let span = tracing::debug_span!("invoke", actor = actor.name(), operation);
+        let result = self
+            .engine
+            .invoke_async(actor.template(), actor.gate().clone(), operation, payload)
+            .instrument(span)
+            .await;
+        if let Err(e) = &result {
+            tracing::debug!(actor = actor.name(), operation, error = %e, "invocation failed");
+        }
+        result
+    }
 }

@@ -33,6 +33,7 @@ pub use dispatch::{
     ActorIdentity, CapabilityGate, NoProviders, ProviderDispatch, RegistryDispatch,
 };
 pub use engine::{
-    Engine, EngineConfig, HostCall, HostCallHandler, InvocationError, Limits, LoadError,
+    Engine, EngineConfig, HostCall, HostCallFuture, HostCallHandler, InvocationError, Limits,
+    LoadError,
 };
 pub use host::{Host, HostBuilder};

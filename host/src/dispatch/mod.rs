@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use sigil_claims::caps;
 
-use crate::engine::{HostCall, HostCallHandler};
+use crate::engine::{HostCall, HostCallFuture, HostCallHandler};
 
 pub use sigil_providers::ActorIdentity;
 
@@ -25,6 +25,17 @@ pub use sigil_providers::ActorIdentity;
 pub trait ProviderDispatch: Send + Sync + 'static {
     /// Serves one call. `Err` is the message the actor receives.
     fn dispatch(&self, actor: &ActorIdentity, call: &HostCall<'_>) -> Result<Vec<u8>, String>;
+
+    /// Serves one call of an asynchronous invocation; the default answers with
+    /// [`ProviderDispatch::dispatch`].
+    fn dispatch_async<'a>(
+        &'a self,
+        actor: &'a ActorIdentity,
+        call: HostCall<'a>,
+    ) -> HostCallFuture<'a> {
+        let result = self.dispatch(actor, &call);
+        Box::pin(std::future::ready(result))
+    }
 }
 
 /// No providers: every non-built-in capability is reported as not linked.
@@ -87,9 +98,10 @@ impl CapabilityGate {
     }
 }
 
-impl HostCallHandler for CapabilityGate {
-    fn host_call(&self, call: &HostCall<'_>) -> Result<Vec<u8>, String> {
-        // The gate: before anything else, and for built-ins too.
+impl CapabilityGate {
+    /// The gate itself: `Err` when the actor holds no signed claim for the call's
+    /// capability.
+    fn check(&self, call: &HostCall<'_>) -> Result<(), String> {
         if !self.actor.has_capability(call.namespace) {
             self.stats.denied.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(
@@ -110,10 +122,35 @@ impl HostCallHandler for CapabilityGate {
             ));
         }
         self.stats.allowed.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// A built-in capability's answer, or `None` when a provider serves the call.
+    fn builtin(&self, call: &HostCall<'_>) -> Option<Result<Vec<u8>, String>> {
         match call.namespace {
-            caps::LOGGING => builtins::logging(&self.actor, call),
-            caps::NUMBERGEN => builtins::numbergen(call),
-            _ => self.providers.dispatch(&self.actor, call),
+            caps::LOGGING => Some(builtins::logging(&self.actor, call)),
+            caps::NUMBERGEN => Some(builtins::numbergen(call)),
+            _ => None,
+        }
+    }
+}
+
+impl HostCallHandler for CapabilityGate {
+    fn host_call(&self, call: &HostCall<'_>) -> Result<Vec<u8>, String> {
+        // The gate: before anything else, and for built-ins too.
+        self.check(call)?;
+        self.builtin(call)
+            .unwrap_or_else(|| self.providers.dispatch(&self.actor, call))
+    }
+
+    fn host_call_async<'a>(&'a self, call: HostCall<'a>) -> HostCallFuture<'a> {
+        let answer = self
+            .check(&call)
+            .and_then(|()| self.builtin(&call).transpose());
+        match answer {
+            Ok(None) => self.providers.dispatch_async(&self.actor, call),
+            Ok(Some(response)) => Box::pin(std::future::ready(Ok(response))),
+            Err(message) => Box::pin(std::future::ready(Err(message))),
         }
     }
 

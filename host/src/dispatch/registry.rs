@@ -7,7 +7,7 @@ use sigil_providers::{ActorIdentity, ProviderError, ProviderRegistry};
 use tokio::runtime::RuntimeFlavor;
 
 use super::ProviderDispatch;
-use crate::engine::HostCall;
+use crate::engine::{HostCall, HostCallFuture};
 
 /// Called after every provider call, for metrics.
 pub trait ProviderCallObserver: Send + Sync + 'static {
@@ -23,12 +23,11 @@ pub trait ProviderCallObserver: Send + Sync + 'static {
     );
 }
 
-/// Serves host calls from a [`ProviderRegistry`]: the invocation thread waits for the
-/// provider's future on the given runtime, never past the invocation's deadline.
+/// Serves host calls from a [`ProviderRegistry`], never past the invocation's deadline.
 ///
-/// Invocations run on threads that may block (the host runs them on tokio's blocking
-/// pool); the call is made with `block_in_place`, so even an invocation started on a
-/// runtime worker thread does not stall the runtime's other tasks.
+/// An asynchronous invocation awaits the provider's future where it runs. A synchronous
+/// one blocks its thread on the future; on a runtime worker it first steps out of the
+/// scheduler (`block_in_place`), so the runtime's other tasks move on.
 pub struct RegistryDispatch {
     registry: Arc<ProviderRegistry>,
     runtime: tokio::runtime::Handle,
@@ -78,12 +77,15 @@ impl RegistryDispatch {
             .await
     }
 
-    fn invoke_elsewhere(
+    /// Runs the call as a task of our runtime, for callers outside any tokio runtime or
+    /// inside a single-threaded one.
+    /// `done` receives the result.
+    fn spawn_invoke(
         &self,
         actor: &ActorIdentity,
         call: &HostCall<'_>,
-    ) -> Result<Vec<u8>, ProviderError> {
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        done: impl FnOnce(Result<Vec<u8>, ProviderError>) + Send + 'static,
+    ) {
         let registry = self.registry.clone();
         let actor = actor.clone();
         let (namespace, binding, operation) = (
@@ -94,20 +96,26 @@ impl RegistryDispatch {
         let payload = call.payload.to_vec();
         let deadline = call.deadline;
         self.runtime.spawn(async move {
-            let result = registry
-                .invoke(&actor, &namespace, &binding, &operation, &payload, deadline)
-                .await;
-            let _ = tx.send(result);
+            done(
+                registry
+                    .invoke(&actor, &namespace, &binding, &operation, &payload, deadline)
+                    .await,
+            );
         });
-        let wait = deadline.saturating_duration_since(Instant::now());
-        rx.recv_timeout(wait).unwrap_or_else(|_| {
-            Err(ProviderError::Timeout {
-                contract_id: call.namespace.to_string(),
-                operation: call.operation.to_string(),
-                elapsed: wait,
-            })
-        })
     }
+
+    fn observe(&self, actor: &ActorIdentity, call: &HostCall<'_>, ok: bool, started: Instant) {
+        if let Some(observer) = &self.observer {
+            observer.observe(actor, call.namespace, call.operation, ok, started.elapsed());
+        }
+    }
+}
+
+fn lost(call: &HostCall<'_>) -> ProviderError {
+    ProviderError::Failed(format!(
+        "the {} provider task ended without an answer",
+        call.namespace
+    ))
 }
 
 impl ProviderDispatch for RegistryDispatch {
@@ -121,18 +129,45 @@ impl ProviderDispatch for RegistryDispatch {
                 tokio::task::block_in_place(|| self.runtime.block_on(self.invoke(actor, call)))
             }
             // Inside a single-threaded runtime, which cannot block: hand the call to our
-            // runtime and wait on a channel, never past the deadline.
-            Ok(_) => self.invoke_elsewhere(actor, call),
+            // runtime and wait for the answer, never past the deadline.
+            Ok(_) => {
+                let (tx, rx) = std::sync::mpsc::sync_channel(1);
+                self.spawn_invoke(actor, call, move |result| {
+                    let _ = tx.send(result);
+                });
+                let wait = call.deadline.saturating_duration_since(Instant::now());
+                rx.recv_timeout(wait).unwrap_or_else(|_| {
+                    Err(ProviderError::Timeout {
+                        contract_id: call.namespace.to_string(),
+                        operation: call.operation.to_string(),
+                        elapsed: wait,
+                    })
+                })
+            }
         };
-        if let Some(observer) = &self.observer {
-            observer.observe(
-                actor,
-                call.namespace,
-                call.operation,
-                result.is_ok(),
-                started.elapsed(),
-            );
-        }
+        self.observe(actor, call, result.is_ok(), started);
         result.map_err(|e| e.to_string())
+    }
+
+    fn dispatch_async<'a>(
+        &'a self,
+        actor: &'a ActorIdentity,
+        call: HostCall<'a>,
+    ) -> HostCallFuture<'a> {
+        Box::pin(async move {
+            let started = Instant::now();
+            let result = if tokio::runtime::Handle::try_current().is_ok() {
+                // Polled by a tokio worker: await the provider right here.
+                self.invoke(actor, &call).await
+            } else {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                self.spawn_invoke(actor, &call, move |result| {
+                    let _ = tx.send(result);
+                });
+                rx.await.unwrap_or_else(|_| Err(lost(&call)))
+            };
+            self.observe(actor, &call, result.is_ok(), started);
+            result.map_err(|e| e.to_string())
+        })
     }
 }

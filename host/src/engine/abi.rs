@@ -193,8 +193,87 @@ fn len_i32(n: usize) -> i32 {
     i32::try_from(n).unwrap_or(i32::MAX)
 }
 
-/// Adds the waPC host functions to a linker.
-pub(crate) fn add_to_linker(linker: &mut Linker<InvocationState>) -> wasmtime::Result<()> {
+/// The arguments of `__host_call`: binding, namespace, operation and payload, each as a
+/// pointer and a length.
+type HostCallArgs = (i32, i32, i32, i32, i32, i32, i32, i32);
+
+/// The guest-memory ranges of one `__host_call`, checked against the memory's size.
+struct HostCallRanges {
+    binding: std::ops::Range<usize>,
+    namespace: std::ops::Range<usize>,
+    operation: std::ops::Range<usize>,
+    payload: std::ops::Range<usize>,
+}
+
+impl HostCallRanges {
+    /// Checks every pointer and length; a bad one is a fault that ends the invocation.
+    fn check(data_len: usize, args: HostCallArgs) -> wasmtime::Result<Self> {
+        let (bd_ptr, bd_len, ns_ptr, ns_len, op_ptr, op_len, ptr, len) = args;
+        Ok(HostCallRanges {
+            binding: range(data_len, "__host_call", bd_ptr, bd_len)?,
+            namespace: range(data_len, "__host_call", ns_ptr, ns_len)?,
+            operation: range(data_len, "__host_call", op_ptr, op_len)?,
+            payload: range(data_len, "__host_call", ptr, len)?,
+        })
+    }
+
+    /// The call these ranges describe; `Err` is a message for the actor (a name that is
+    /// too long or not UTF-8, a payload over the limit).
+    fn call<'a>(&self, data: &'a [u8], state: &InvocationState) -> Result<HostCall<'a>, String> {
+        let text = |r: &std::ops::Range<usize>, what: &str| -> Result<&'a str, String> {
+            if r.len() > MAX_NAME_LEN {
+                return Err(format!(
+                    "host call {what} is {} bytes, more than {MAX_NAME_LEN}",
+                    r.len()
+                ));
+            }
+            std::str::from_utf8(&data[r.clone()])
+                .map_err(|_| format!("host call {what} is not UTF-8"))
+        };
+        let call = HostCall {
+            binding: text(&self.binding, "binding")?,
+            namespace: text(&self.namespace, "namespace")?,
+            operation: text(&self.operation, "operation")?,
+            payload: &data[self.payload.clone()],
+            deadline: state.clock.instant_of(state.deadline_tick),
+        };
+        if call.payload.len() > state.max_request {
+            return Err(format!(
+                "host call payload of {} bytes exceeds the {}-byte limit",
+                call.payload.len(),
+                state.max_request
+            ));
+        }
+        Ok(call)
+    }
+}
+
+impl InvocationState {
+    /// Keeps a host call's outcome for the guest to read, and returns what `__host_call`
+    /// returns: 1 for a response, 0 for an error.
+    fn finish_host_call(&mut self, outcome: Result<Vec<u8>, String>) -> i32 {
+        self.host_error.clear();
+        match outcome {
+            Ok(response) => {
+                self.host_response = response;
+                1
+            }
+            Err(message) => {
+                self.host_response.clear();
+                self.host_error = message.into_bytes();
+                0
+            }
+        }
+    }
+}
+
+/// Adds the waPC host functions to a linker. With `asynchronous`, `__host_call` awaits the
+/// handler's future (stores instantiated from that linker must be driven with the `*_async`
+/// calls); without, it calls the handler synchronously.
+pub(crate) fn add_to_linker(
+    linker: &mut Linker<InvocationState>,
+    asynchronous: bool,
+) -> wasmtime::Result<()> {
     linker.func_wrap(
         "wapc",
         "__guest_request",
@@ -244,67 +323,48 @@ pub(crate) fn add_to_linker(linker: &mut Linker<InvocationState>) -> wasmtime::R
         },
     )?;
 
-    linker.func_wrap(
-        "wapc",
-        "__host_call",
-        |mut caller: Ctx<'_>,
-         bd_ptr: i32,
-         bd_len: i32,
-         ns_ptr: i32,
-         ns_len: i32,
-         op_ptr: i32,
-         op_len: i32,
-         ptr: i32,
-         len: i32|
-         -> wasmtime::Result<i32> {
-            let memory = memory_of(&mut caller)?;
-            let (data, state) = memory.data_and_store_mut(&mut caller);
-            let binding = range(data.len(), "__host_call", bd_ptr, bd_len)?;
-            let namespace = range(data.len(), "__host_call", ns_ptr, ns_len)?;
-            let operation = range(data.len(), "__host_call", op_ptr, op_len)?;
-            let payload = range(data.len(), "__host_call", ptr, len)?;
-            state.host_response.clear();
-            state.host_error.clear();
-
-            let text = |r: &std::ops::Range<usize>, what: &str| -> Result<&str, String> {
-                if r.len() > MAX_NAME_LEN {
-                    return Err(format!(
-                        "host call {what} is {} bytes, more than {MAX_NAME_LEN}",
-                        r.len()
-                    ));
-                }
-                std::str::from_utf8(&data[r.clone()])
-                    .map_err(|_| format!("host call {what} is not UTF-8"))
-            };
-            let outcome = (|| {
-                let call = HostCall {
-                    binding: text(&binding, "binding")?,
-                    namespace: text(&namespace, "namespace")?,
-                    operation: text(&operation, "operation")?,
-                    payload: &data[payload.clone()],
-                    deadline: state.clock.instant_of(state.deadline_tick),
-                };
-                if call.payload.len() > state.max_request {
-                    return Err(format!(
-                        "host call payload of {} bytes exceeds the {}-byte limit",
-                        call.payload.len(),
-                        state.max_request
-                    ));
-                }
-                state.handler.host_call(&call)
-            })();
-            match outcome {
-                Ok(response) => {
-                    state.host_response = response;
-                    Ok(1)
-                }
-                Err(message) => {
-                    state.host_error = message.into_bytes();
-                    Ok(0)
-                }
-            }
-        },
-    )?;
+    if asynchronous {
+        linker.func_wrap_async(
+            "wapc",
+            "__host_call",
+            |mut caller: Ctx<'_>, args: HostCallArgs| {
+                Box::new(async move {
+                    let memory = memory_of(&mut caller)?;
+                    let (data, state) = memory.data_and_store_mut(&mut caller);
+                    let ranges = HostCallRanges::check(data.len(), args)?;
+                    let outcome = match ranges.call(data, state) {
+                        Ok(call) => state.handler.host_call_async(call).await,
+                        Err(message) => Err(message),
+                    };
+                    Ok(state.finish_host_call(outcome))
+                })
+            },
+        )?;
+    } else {
+        linker.func_wrap(
+            "wapc",
+            "__host_call",
+            |mut caller: Ctx<'_>,
+             bd_ptr: i32,
+             bd_len: i32,
+             ns_ptr: i32,
+             ns_len: i32,
+             op_ptr: i32,
+             op_len: i32,
+             ptr: i32,
+             len: i32|
+             -> wasmtime::Result<i32> {
+                let memory = memory_of(&mut caller)?;
+                let (data, state) = memory.data_and_store_mut(&mut caller);
+                let args = (bd_ptr, bd_len, ns_ptr, ns_len, op_ptr, op_len, ptr, len);
+                let ranges = HostCallRanges::check(data.len(), args)?;
+                let outcome = ranges
+                    .call(data, state)
+                    .and_then(|call| state.handler.host_call(&call));
+                Ok(state.finish_host_call(outcome))
+            },
+        )?;
+    }
 
     linker.func_wrap("wapc", "__host_response_len", |caller: Ctx<'_>| -> i32 {
         len_i32(caller.data().host_response.len())

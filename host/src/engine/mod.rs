@@ -8,8 +8,12 @@
 //! the [`Limits`], and drops it, so no state leaks from one invocation to the next.
 //!
 //! The engine knows bytes and a [`HostCallHandler`]; it knows nothing of claims, links or
-//! providers. Invocations are synchronous: run them on threads that may block (the host
-//! uses a blocking pool), never on an async executor's worker.
+//! providers. Each invocation comes in two forms. [`Engine::invoke`] is synchronous: it
+//! blocks its thread for the whole call, host calls included, and suits a CLI or a
+//! dedicated thread. [`Engine::invoke_async`] is a future to run on an async executor's
+//! worker: the guest runs on its own stack, a host call awaits the handler's future instead
+//! of blocking, and a guest that computes for long yields to the executor at every epoch
+//! tick, so a runaway actor cannot hold a worker; it still traps at its deadline.
 
 mod abi;
 mod cache;
@@ -25,8 +29,8 @@ use std::time::{Duration, Instant};
 
 use sigil_claims::VerifiedModule;
 use wasmtime::{
-    ExternType, InstanceAllocationStrategy, InstancePre, Linker, Module, ModuleExport,
-    PoolingAllocationConfig, Store, Trap, TypedFunc,
+    ExternType, Instance, InstanceAllocationStrategy, InstancePre, Linker, Module, ModuleExport,
+    PoolingAllocationConfig, Store, Trap, TypedFunc, UpdateDeadline,
 };
 
 use abi::InvocationState;
@@ -48,11 +52,24 @@ pub struct HostCall<'a> {
     pub deadline: Instant,
 }
 
+/// What an asynchronous host call resolves to: the response, or the message the actor
+/// receives as the host error.
+pub type HostCallFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<u8>, String>> + Send + 'a>>;
+
 /// Serves an actor's host calls and console output. The host implements it with the
 /// capability gate; the engine only routes to it.
 pub trait HostCallHandler: Send + Sync + 'static {
     /// Handles one host call. `Err` is the message the actor receives as the host error.
     fn host_call(&self, call: &HostCall<'_>) -> Result<Vec<u8>, String>;
+
+    /// Handles one host call of an asynchronous invocation ([`Engine::invoke_async`]). The
+    /// default answers with [`HostCallHandler::host_call`]; a handler whose calls wait on
+    /// I/O overrides it so the executor's worker is not blocked meanwhile.
+    fn host_call_async<'a>(&'a self, call: HostCall<'a>) -> HostCallFuture<'a> {
+        let result = self.host_call(&call);
+        Box::pin(std::future::ready(result))
+    }
 
     /// Receives a line of the actor's console output (`__console_log`).
     fn console_log(&self, _message: &str) {}
@@ -124,6 +141,9 @@ pub struct EngineConfig {
     pub memory_keep_resident: usize,
     /// Native stack for wasm frames, in bytes (deep recursion traps past it).
     pub max_wasm_stack: usize,
+    /// How long an asynchronous invocation may compute before it yields to the executor
+    /// (rounded up to whole epoch ticks).
+    pub yield_interval: Duration,
 }
 
 impl Default for EngineConfig {
@@ -136,6 +156,7 @@ impl Default for EngineConfig {
             epoch_tick: Duration::from_millis(1),
             memory_keep_resident: 256 << 10,
             max_wasm_stack: 512 << 10,
+            yield_interval: Duration::from_millis(1),
         }
     }
 }
@@ -149,10 +170,13 @@ pub struct Engine {
 struct Inner {
     wasmtime: wasmtime::Engine,
     linker: Linker<InvocationState>,
+    /// The same functions, with `__host_call` awaiting the handler (for `invoke_async`).
+    async_linker: Linker<InvocationState>,
     config: EngineConfig,
     cache: Option<cache::ModuleCache>,
     fingerprint: String,
     deadline_ticks: u64,
+    yield_ticks: u64,
     clock: Arc<Clock>,
     _ticker: EpochTicker,
 }
@@ -230,6 +254,7 @@ impl Drop for EpochTicker {
 /// A compiled, pre-linked actor module, ready for fast instantiation.
 pub struct ActorTemplate {
     pre: InstancePre<InvocationState>,
+    pre_async: InstancePre<InvocationState>,
     guest_call: ModuleExport,
     memory: ModuleExport,
     stack_pointer: Option<ModuleExport>,
@@ -250,6 +275,49 @@ impl ActorTemplate {
     /// How the template was produced.
     pub fn info(&self) -> TemplateInfo {
         self.info
+    }
+
+    /// Records a new instance's memory and stack pointer in its store, and returns the init
+    /// exports still to run.
+    fn bind(
+        &self,
+        store: &mut Store<InvocationState>,
+        instance: &Instance,
+    ) -> Vec<(&'static str, TypedFunc<(), ()>)> {
+        let memory = instance
+            .get_module_export(&mut *store, &self.memory)
+            .and_then(wasmtime::Extern::into_memory);
+        store.data_mut().memory = memory;
+        store.data_mut().stack_pointer = self.stack_pointer.as_ref().and_then(|sp| {
+            instance
+                .get_module_export(&mut *store, sp)
+                .and_then(wasmtime::Extern::into_global)
+        });
+        self.init
+            .iter()
+            .filter_map(|(name, idx)| {
+                let f = instance
+                    .get_module_export(&mut *store, idx)
+                    .and_then(wasmtime::Extern::into_func)
+                    .and_then(|f| f.typed::<(), ()>(&*store).ok())?;
+                Some((*name, f))
+            })
+            .collect()
+    }
+
+    /// The instance's typed `__guest_call`.
+    fn guest_call(
+        &self,
+        store: &mut Store<InvocationState>,
+        instance: &Instance,
+    ) -> Result<GuestCall, InvocationError> {
+        instance
+            .get_module_export(&mut *store, &self.guest_call)
+            .and_then(wasmtime::Extern::into_func)
+            .and_then(|f| f.typed::<(i32, i32), i32>(&*store).ok())
+            .ok_or_else(|| InvocationError::Protocol {
+                message: "`__guest_call` is missing from the instance".into(),
+            })
     }
 }
 
@@ -283,6 +351,9 @@ impl Engine {
             .max_memory_size(limits.max_memory)
             .table_elements(limits.max_table_elements)
             .linear_memory_keep_resident(config.memory_keep_resident)
+            // One stack per instance for asynchronous invocations; they are reused, never
+            // unmapped (and not zeroed: compiled wasm never reads a slot it did not write).
+            .total_stacks(config.max_instances)
             .table_keep_resident(16 << 10)
             // Where the kernel supports it (Linux 6.7+), reset only the pages an instance
             // dirtied instead of the whole resident prefix.
@@ -299,7 +370,9 @@ impl Engine {
         let wasmtime = wasmtime::Engine::new(&wt).map_err(|e| engine_err(&e))?;
 
         let mut linker = Linker::new(&wasmtime);
-        abi::add_to_linker(&mut linker).map_err(|e| engine_err(&e))?;
+        abi::add_to_linker(&mut linker, false).map_err(|e| engine_err(&e))?;
+        let mut async_linker = Linker::new(&wasmtime);
+        abi::add_to_linker(&mut async_linker, true).map_err(|e| engine_err(&e))?;
 
         let mut h = std::collections::hash_map::DefaultHasher::new();
         wasmtime.precompile_compatibility_hash().hash(&mut h);
@@ -314,6 +387,12 @@ impl Engine {
         });
         let tick = config.epoch_tick.max(Duration::from_micros(100));
         let deadline_ticks = deadline_ticks(limits.deadline, tick);
+        let yield_ticks = config
+            .yield_interval
+            .as_nanos()
+            .div_ceil(tick.as_nanos())
+            .clamp(1, u128::from(deadline_ticks));
+        let yield_ticks = u64::try_from(yield_ticks).unwrap_or(deadline_ticks);
         let clock = Arc::new(Clock {
             ticks: AtomicU64::new(0),
             tick,
@@ -324,10 +403,12 @@ impl Engine {
             inner: Arc::new(Inner {
                 wasmtime,
                 linker,
+                async_linker,
                 config,
                 cache,
                 fingerprint,
                 deadline_ticks,
+                yield_ticks,
                 clock,
                 _ticker: ticker,
             }),
@@ -496,15 +577,18 @@ impl Engine {
                 }
             }
         }
-        let pre = self
-            .inner
-            .linker
-            .instantiate_pre(&module)
-            .map_err(|e| LoadError::Engine {
-                message: format!("{e:#}"),
-            })?;
+        let link = |linker: &Linker<InvocationState>| {
+            linker
+                .instantiate_pre(&module)
+                .map_err(|e| LoadError::Engine {
+                    message: format!("{e:#}"),
+                })
+        };
+        let pre = link(&self.inner.linker)?;
+        let pre_async = link(&self.inner.async_linker)?;
         Ok(ActorTemplate {
             pre,
+            pre_async,
             guest_call,
             memory,
             stack_pointer,
@@ -516,9 +600,12 @@ impl Engine {
         })
     }
 
+    /// A store for one instance. A synchronous store traps at the deadline; an
+    /// asynchronous one yields to the executor every `yield_ticks` and traps at the deadline.
     fn store(
         &self,
         handler: Arc<dyn HostCallHandler>,
+        asynchronous: bool,
     ) -> Result<Store<InvocationState>, InvocationError> {
         let inner = &*self.inner;
         let limits = &inner.config.limits;
@@ -526,8 +613,26 @@ impl Engine {
         let state = InvocationState::new(handler, limits, inner.clock.clone(), deadline_tick);
         let mut store = Store::new(&inner.wasmtime, state);
         store.limiter(|s| &mut s.limiter);
-        store.set_epoch_deadline(inner.deadline_ticks);
-        store.epoch_deadline_trap();
+        if asynchronous {
+            let clock = inner.clock.clone();
+            let slice = inner.yield_ticks;
+            store.set_epoch_deadline(slice);
+            store.epoch_deadline_callback(move |ctx| {
+                let remaining = ctx.data().deadline_tick.saturating_sub(clock.now());
+                Ok(if remaining == 0 {
+                    UpdateDeadline::Interrupt
+                } else {
+                    // tokio's yield lets the worker's other tasks run before this one again.
+                    UpdateDeadline::YieldCustom(
+                        slice.min(remaining),
+                        Box::pin(tokio::task::yield_now()),
+                    )
+                })
+            });
+        } else {
+            store.set_epoch_deadline(inner.deadline_ticks);
+            store.epoch_deadline_trap();
+        }
         if let Some(fuel) = limits.fuel {
             store
                 .set_fuel(fuel)
@@ -546,39 +651,40 @@ impl Engine {
         handler: Arc<dyn HostCallHandler>,
     ) -> Result<(Store<InvocationState>, GuestCall), InvocationError> {
         let limits = &self.inner.config.limits;
-        let mut store = self.store(handler)?;
+        let mut store = self.store(handler, false)?;
         let instance = template
             .pre
             .instantiate(&mut store)
             .map_err(|e| classify(e, store.data(), limits, Phase::Start, None))?;
-        let memory = instance
-            .get_module_export(&mut store, &template.memory)
-            .and_then(wasmtime::Extern::into_memory);
-        store.data_mut().memory = memory;
-        store.data_mut().stack_pointer = template.stack_pointer.as_ref().and_then(|sp| {
-            instance
-                .get_module_export(&mut store, sp)
-                .and_then(wasmtime::Extern::into_global)
-        });
-        for (name, idx) in &template.init {
-            let f = instance
-                .get_module_export(&mut store, idx)
-                .and_then(wasmtime::Extern::into_func)
-                .and_then(|f| f.typed::<(), ()>(&store).ok());
-            if let Some(f) = f
-                && let Err(e) = f.call(&mut store, ())
-            {
+        for (name, f) in template.bind(&mut store, &instance) {
+            if let Err(e) = f.call(&mut store, ()) {
                 let sp = stack_pointer_value(&mut store);
                 return Err(classify(e, store.data(), limits, Phase::Init(name), sp));
             }
         }
-        let guest_call = instance
-            .get_module_export(&mut store, &template.guest_call)
-            .and_then(wasmtime::Extern::into_func)
-            .and_then(|f| f.typed::<(i32, i32), i32>(&store).ok())
-            .ok_or_else(|| InvocationError::Protocol {
-                message: "`__guest_call` is missing from the instance".into(),
-            })?;
+        let guest_call = template.guest_call(&mut store, &instance)?;
+        Ok((store, guest_call))
+    }
+
+    /// [`Engine::instantiate_store`] for an asynchronous invocation.
+    async fn instantiate_store_async(
+        &self,
+        template: &ActorTemplate,
+        handler: Arc<dyn HostCallHandler>,
+    ) -> Result<(Store<InvocationState>, GuestCall), InvocationError> {
+        let limits = &self.inner.config.limits;
+        let mut store = self.store(handler, true)?;
+        let instance = match template.pre_async.instantiate_async(&mut store).await {
+            Ok(instance) => instance,
+            Err(e) => return Err(classify(e, store.data(), limits, Phase::Start, None)),
+        };
+        for (name, f) in template.bind(&mut store, &instance) {
+            if let Err(e) = f.call_async(&mut store, ()).await {
+                let sp = stack_pointer_value(&mut store);
+                return Err(classify(e, store.data(), limits, Phase::Init(name), sp));
+            }
+        }
+        let guest_call = template.guest_call(&mut store, &instance)?;
         Ok((store, guest_call))
     }
 
@@ -601,6 +707,25 @@ impl Engine {
             deadline,
             &self.inner.config.limits,
         )
+    }
+
+    /// Runs one invocation in a fresh instance, as a future for an async executor (see the
+    /// module documentation); `handler` serves its host calls with
+    /// [`HostCallHandler::host_call_async`]. Dropping the future abandons the invocation.
+    pub async fn invoke_async(
+        &self,
+        template: &ActorTemplate,
+        handler: Arc<dyn HostCallHandler>,
+        operation: &str,
+        payload: &[u8],
+    ) -> Result<Vec<u8>, InvocationError> {
+        self.check_request(payload)?;
+        let limits = &self.inner.config.limits;
+        let (mut store, guest_call) = self.instantiate_store_async(template, handler).await?;
+        let deadline = store.data().deadline_tick;
+        let args = begin_call(&mut store, operation, payload, deadline, limits)?;
+        let result = guest_call.call_async(&mut store, args).await;
+        end_call(&mut store, result, limits)
     }
 
     /// Creates an instance that serves several calls in turn. State persists between its
@@ -689,6 +814,19 @@ fn call_guest(
     deadline_tick: u64,
     limits: &Limits,
 ) -> Result<Vec<u8>, InvocationError> {
+    let args = begin_call(store, operation, payload, deadline_tick, limits)?;
+    let result = guest_call.call(&mut *store, args);
+    end_call(store, result, limits)
+}
+
+/// Hands the request to the instance; returns the arguments of `__guest_call`.
+fn begin_call(
+    store: &mut Store<InvocationState>,
+    operation: &str,
+    payload: &[u8],
+    deadline_tick: u64,
+    limits: &Limits,
+) -> Result<(i32, i32), InvocationError> {
     let op_len = i32::try_from(operation.len()).map_err(|_| InvocationError::Protocol {
         message: "operation name too long".into(),
     })?;
@@ -698,7 +836,15 @@ fn call_guest(
             limit: limits.max_request,
         })?;
     store.data_mut().begin(operation, payload, deadline_tick);
-    let result = guest_call.call(&mut *store, (op_len, payload_len));
+    Ok((op_len, payload_len))
+}
+
+/// Turns what `__guest_call` returned into the invocation's result.
+fn end_call(
+    store: &mut Store<InvocationState>,
+    result: wasmtime::Result<i32>,
+    limits: &Limits,
+) -> Result<Vec<u8>, InvocationError> {
     let sp = if result.is_err() {
         stack_pointer_value(store)
     } else {

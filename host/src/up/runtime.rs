@@ -29,9 +29,6 @@ pub enum RuntimeError {
     /// The invocation failed.
     #[error(transparent)]
     Invocation(#[from] InvocationError),
-    /// The invocation thread failed unexpectedly.
-    #[error("the invocation was lost: {0}")]
-    Lost(String),
 }
 
 /// A link could not be added because of its actor or its provider.
@@ -231,8 +228,8 @@ impl Runtime {
         Ok(link)
     }
 
-    /// Invokes `operation` on an actor (by key or name): on the blocking pool, at most
-    /// as many at once as the engine has instance slots.
+    /// Invokes `operation` on an actor (by key or name) on the calling task, at most as
+    /// many at once as the engine has instance slots.
     pub async fn invoke(
         &self,
         actor: &str,
@@ -254,13 +251,13 @@ impl Runtime {
             .await
             .map_err(|_| RuntimeError::Draining)?;
         let started = Instant::now();
-        let host = self.host.clone();
-        let worker_actor = actor.clone();
-        let op = operation.to_string();
-        let result = tokio::task::spawn_blocking(move || host.invoke(&worker_actor, &op, &payload))
+        // On this task: the engine yields at every epoch tick and host calls await their
+        // providers, so no thread is blocked and no hand-off is paid.
+        let result = self
+            .host
+            .invoke_async(&actor, operation, &payload)
             .await
-            .map_err(|e| RuntimeError::Lost(e.to_string()))
-            .and_then(|r| r.map_err(RuntimeError::from));
+            .map_err(RuntimeError::from);
         self.metrics
             .invocation(actor.name(), operation, result.is_ok(), started.elapsed());
         result

@@ -9,6 +9,7 @@
 )]
 
 mod abi;
+mod asynchronous;
 mod cache;
 mod cli;
 mod common;
