@@ -27,6 +27,7 @@ pub mod dispatch;
 pub mod engine;
 mod host;
 pub mod up;
+pub mod workflow;
 
 pub use actors::Actor;
 pub use dispatch::{

@@ -51,6 +51,63 @@ pub struct HostConfig {
     pub providers: Vec<Located<ProviderSpec>>,
     /// Links to apply.
     pub links: Vec<Located<LinkDefinition>>,
+    /// How workflow steps reach this host.
+    pub workflows: WorkflowSettings,
+}
+
+/// Where workflow runs and step messages live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WorkflowBackendSpec {
+    /// In this process: runs are visible to this host only.
+    Memory,
+    /// On NATS JetStream: hosts connected to the same server share the steps.
+    Nats {
+        /// The server URL.
+        url: String,
+    },
+}
+
+/// The `[workflows]` section.
+#[derive(Debug, Clone)]
+pub struct WorkflowSettings {
+    /// The backend.
+    pub backend: WorkflowBackendSpec,
+    /// The JetStream stream of step messages.
+    pub stream: String,
+    /// The subject prefix of step messages.
+    pub subject_prefix: String,
+    /// The key-value bucket of run state.
+    pub bucket: String,
+    /// How long a step may go without a sign of life before another host takes it.
+    pub ack_wait: Duration,
+    /// Steps this host runs at once.
+    pub max_concurrent: usize,
+    /// Subjects that start a run per message.
+    pub triggers: Vec<Located<Trigger>>,
+}
+
+impl Default for WorkflowSettings {
+    fn default() -> Self {
+        WorkflowSettings {
+            backend: WorkflowBackendSpec::Memory,
+            stream: "SIGIL_STEPS".into(),
+            subject_prefix: "sigil.steps".into(),
+            bucket: "SIGIL_RUNS".into(),
+            ack_wait: Duration::from_secs(30),
+            max_concurrent: 64,
+            triggers: Vec::new(),
+        }
+    }
+}
+
+/// A trigger: each message on `subject` starts a run of `workflow` with the message (a
+/// JSON object) as its inputs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trigger {
+    /// The subject (on NATS with the NATS backend, on the in-process bus otherwise).
+    pub subject: String,
+    /// The workflow spec file.
+    pub workflow: PathBuf,
 }
 
 /// A value and the line of the configuration file it came from.
@@ -88,6 +145,28 @@ struct RawConfig {
     providers: Vec<Spanned<RawProvider>>,
     #[serde(default)]
     links: Vec<Spanned<RawLink>>,
+    #[serde(default)]
+    workflows: RawWorkflows,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawWorkflows {
+    nats: Option<String>,
+    stream: Option<String>,
+    subject_prefix: Option<String>,
+    bucket: Option<String>,
+    ack_wait: Option<Spanned<String>>,
+    max_concurrent: Option<usize>,
+    #[serde(default)]
+    triggers: Vec<Spanned<RawTrigger>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTrigger {
+    subject: String,
+    workflow: PathBuf,
 }
 
 #[derive(Deserialize, Default)]
@@ -413,6 +492,38 @@ impl HostConfig {
             });
         }
 
+        let mut workflows = WorkflowSettings::default();
+        let raw_wf = raw.workflows;
+        if let Some(url) = raw_wf.nats.filter(|u| !u.is_empty()) {
+            workflows.backend = WorkflowBackendSpec::Nats { url };
+        }
+        if let Some(v) = raw_wf.stream {
+            workflows.stream = v;
+        }
+        if let Some(v) = raw_wf.subject_prefix {
+            workflows.subject_prefix = v;
+        }
+        if let Some(v) = raw_wf.bucket {
+            workflows.bucket = v;
+        }
+        if let Some(d) = &raw_wf.ack_wait {
+            workflows.ack_wait = duration(d, "ack_wait")?;
+        }
+        if let Some(n) = raw_wf.max_concurrent {
+            workflows.max_concurrent = n.max(1);
+        }
+        for t in raw_wf.triggers {
+            let line = source.line_of(t.span().start);
+            let t = t.into_inner();
+            workflows.triggers.push(Located {
+                line,
+                value: Trigger {
+                    subject: t.subject,
+                    workflow: resolve(&t.workflow),
+                },
+            });
+        }
+
         Ok(HostConfig {
             path: path.to_path_buf(),
             name: raw.host.name.unwrap_or_else(default_host_name),
@@ -425,6 +536,7 @@ impl HostConfig {
             actors,
             providers,
             links,
+            workflows,
         })
     }
 

@@ -9,6 +9,7 @@ mod builtin;
 pub mod config;
 pub mod metrics;
 pub mod runtime;
+pub mod workflows;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,6 +29,8 @@ pub struct Running {
     pub runtime: Arc<Runtime>,
     /// Where the admin endpoint listens, if it does.
     pub admin_address: Option<SocketAddr>,
+    /// The workflow service.
+    pub workflows: workflows::WorkflowService,
     admin: Option<ServerHandle>,
     drain_timeout: Duration,
 }
@@ -36,6 +39,7 @@ impl Running {
     /// Drains and stops everything (see [`Runtime::shutdown`]); returns the invocations
     /// still running when the drain timeout ran out.
     pub async fn shutdown(self) -> usize {
+        self.workflows.stop();
         let left = self.runtime.shutdown(self.drain_timeout).await;
         if let Some(admin) = self.admin {
             admin.shutdown(Duration::from_secs(2)).await;
@@ -47,6 +51,15 @@ impl Running {
 /// Starts a host as `config` declares: actors, providers, links, then the admin endpoint.
 /// Anything refused is reported with the configuration line that declared it.
 pub async fn start(config: &HostConfig) -> Result<Running, ConfigError> {
+    start_with(config, Vec::new()).await
+}
+
+/// [`start`], loading `extra_actors` (module bytes, with the path they came from) after
+/// the configuration's own.
+pub async fn start_with(
+    config: &HostConfig,
+    extra_actors: Vec<(std::path::PathBuf, Vec<u8>)>,
+) -> Result<Running, ConfigError> {
     let runtime = Runtime::new(config.engine.clone(), config.policy.clone())
         .map_err(|e| config.error_at(0, format!("cannot start the engine: {e}")))?;
 
@@ -64,6 +77,13 @@ pub async fn start(config: &HostConfig) -> Result<Running, ConfigError> {
         runtime.load_actor(bytes).await.map_err(|e| {
             config.error_at(actor.line, format!("actor {} refused: {e}", path.display()))
         })?;
+    }
+
+    for (path, bytes) in extra_actors {
+        runtime
+            .load_actor(bytes)
+            .await
+            .map_err(|e| config.error_at(0, format!("actor {} refused: {e}", path.display())))?;
     }
 
     let builtins = Builtins::default();
@@ -88,6 +108,8 @@ pub async fn start(config: &HostConfig) -> Result<Running, ConfigError> {
             .map_err(|e| config.error_at(link.line, e.to_string()))?;
     }
 
+    let workflows = workflows::start(&runtime, config, &builtins.bus).await?;
+
     let (admin, admin_address) = match &config.admin_address {
         None => (None, None),
         Some(address) => {
@@ -110,6 +132,7 @@ pub async fn start(config: &HostConfig) -> Result<Running, ConfigError> {
     Ok(Running {
         runtime,
         admin_address,
+        workflows,
         admin,
         drain_timeout: config.drain_timeout,
     })

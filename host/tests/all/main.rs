@@ -21,3 +21,5 @@ mod providers;
 mod rust_actors;
 mod snapshot;
 mod up;
+mod workflow;
+mod workflow_jetstream;

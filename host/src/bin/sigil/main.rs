@@ -3,6 +3,8 @@
 //! Exit codes: 0 success; 1 the actor or module was refused or failed (verification, limits,
 //! traps, actor errors); 2 usage, configuration or I/O errors.
 
+mod workflow;
+
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -37,6 +39,9 @@ enum Command {
     /// Run a long-lived host from a configuration file: actors, providers, links, a health
     /// and metrics endpoint; SIGINT or SIGTERM drains it.
     Up(UpArgs),
+    /// Run workflows of signed steps, and follow or cancel their runs.
+    #[command(subcommand)]
+    Workflow(workflow::WorkflowCommand),
 }
 
 #[derive(Args, Debug)]
@@ -166,6 +171,7 @@ fn main() -> ExitCode {
             eprintln!("error: {err:#}");
             let refused = err.chain().any(|e| {
                 e.is::<InvocationError>()
+                    || e.is::<workflow::RunFailed>()
                     || matches!(e.downcast_ref::<LoadError>(), Some(l) if is_refusal(l))
                     || e.downcast_ref::<sigil_claims::Error>()
                         .is_some_and(sigil_claims::Error::is_verification_failure)
@@ -200,6 +206,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Inspect(args) => inspect(&args),
         Command::Build(args) => build(args),
         Command::Up(args) => up(&args),
+        Command::Workflow(command) => workflow::workflow(command, default_cache_dir()),
     }
 }
 

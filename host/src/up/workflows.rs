@@ -1,0 +1,241 @@
+//! Workflows in a running host: the scheduler on the configured backend, a consumer per
+//! loaded actor, and the trigger subjects.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::Value;
+use tokio::task::JoinHandle;
+
+use super::ConfigError;
+use super::config::{HostConfig, WorkflowBackendSpec, WorkflowSettings};
+use super::runtime::Runtime;
+use crate::workflow::backend::{ActorRoute, RunStore, StepQueue, route};
+use crate::workflow::jetstream::{JetStreamBackend, JetStreamOptions};
+use crate::workflow::memory::MemoryBackend;
+use crate::workflow::routes::{is_token, resolve_routes};
+use crate::workflow::scheduler::{Scheduler, SchedulerConfig, StepRunner};
+use crate::workflow::spec::Workflow;
+use sigil_providers::messaging::Bus;
+
+/// Runs steps on this host's actors.
+struct RuntimeRunner(Arc<Runtime>);
+
+#[async_trait]
+impl StepRunner for RuntimeRunner {
+    async fn run(&self, actor: &str, operation: &str, payload: Vec<u8>) -> Result<Vec<u8>, String> {
+        self.0
+            .invoke(actor, operation, payload)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// The backend a configuration names, connected.
+pub enum Backend {
+    /// In this process.
+    Memory(MemoryBackend),
+    /// On NATS JetStream.
+    Nats(Box<JetStreamBackend>),
+}
+
+impl Backend {
+    /// Connects the backend of `settings`.
+    pub async fn connect(settings: &WorkflowSettings) -> Result<Backend, String> {
+        Ok(match &settings.backend {
+            WorkflowBackendSpec::Memory => Backend::Memory(MemoryBackend::new()),
+            WorkflowBackendSpec::Nats { url } => {
+                let options = JetStreamOptions {
+                    stream: settings.stream.clone(),
+                    subject_prefix: settings.subject_prefix.clone(),
+                    bucket: settings.bucket.clone(),
+                    ack_wait: settings.ack_wait,
+                    ..JetStreamOptions::default()
+                };
+                Backend::Nats(Box::new(
+                    JetStreamBackend::connect(url, options)
+                        .await
+                        .map_err(|e| format!("workflows: cannot use NATS at {url}: {e}"))?,
+                ))
+            }
+        })
+    }
+
+    fn parts(&self) -> (Arc<dyn RunStore>, Arc<dyn StepQueue>) {
+        match self {
+            Backend::Memory(m) => (Arc::new(m.clone()), Arc::new(m.clone())),
+            Backend::Nats(n) => (Arc::new((**n).clone()), Arc::new((**n).clone())),
+        }
+    }
+
+    /// A scheduler on this backend (one that runs steps on `runner`).
+    pub fn scheduler(
+        &self,
+        runner: Arc<dyn StepRunner>,
+        config: SchedulerConfig,
+    ) -> Arc<Scheduler> {
+        let (store, queue) = self.parts();
+        Scheduler::new(store, queue, runner, config)
+    }
+}
+
+/// A runner for a process that only submits and watches runs.
+pub struct NoRunner;
+
+#[async_trait]
+impl StepRunner for NoRunner {
+    async fn run(&self, actor: &str, _: &str, _: Vec<u8>) -> Result<Vec<u8>, String> {
+        Err(format!("this process runs no steps (asked for {actor})"))
+    }
+}
+
+/// The workflow service of a running host.
+pub struct WorkflowService {
+    /// The scheduler.
+    pub scheduler: Arc<Scheduler>,
+    triggers: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for WorkflowService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkflowService")
+            .field("scheduler", &self.scheduler)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WorkflowService {
+    /// Stops the triggers and the step consumers.
+    pub fn stop(&self) {
+        for t in &self.triggers {
+            t.abort();
+        }
+        self.scheduler.stop();
+    }
+}
+
+/// Consumes the steps of every loaded actor, by key and by name.
+pub async fn serve_actors(scheduler: &Arc<Scheduler>, runtime: &Runtime) -> Result<(), String> {
+    for actor in runtime.host().actors() {
+        let mut routes = vec![route(&ActorRoute::Key(actor.subject().to_string()))];
+        if is_token(actor.name()) {
+            routes.push(route(&ActorRoute::Name(actor.name().to_string())));
+        }
+        for r in routes {
+            scheduler
+                .serve(&r)
+                .await
+                .map_err(|e| format!("workflows: cannot consume {r}: {e}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Starts the workflow service of a host.
+pub async fn start(
+    runtime: &Arc<Runtime>,
+    config: &HostConfig,
+    bus: &Bus,
+) -> Result<WorkflowService, ConfigError> {
+    let settings = &config.workflows;
+    let backend = Backend::connect(settings)
+        .await
+        .map_err(|e| config.error_at(0, e))?;
+    let scheduler = backend.scheduler(
+        Arc::new(RuntimeRunner(runtime.clone())),
+        SchedulerConfig {
+            host: config.name.clone(),
+            max_concurrent: settings.max_concurrent,
+            progress_interval: (settings.ack_wait / 3).max(std::time::Duration::from_millis(100)),
+            ..SchedulerConfig::default()
+        },
+    );
+    serve_actors(&scheduler, runtime)
+        .await
+        .map_err(|e| config.error_at(0, e))?;
+
+    let mut triggers = Vec::new();
+    for t in &settings.triggers {
+        let trigger = &t.value;
+        let at = |m: String| config.error_at(t.line, m);
+        let workflow = Workflow::from_file(&trigger.workflow).map_err(|e| at(e.0))?;
+        let base = trigger.workflow.parent().unwrap_or(Path::new("."));
+        let routes =
+            resolve_routes(&workflow, base, &config.policy, |_, _| Ok(())).map_err(|e| at(e.0))?;
+        let (workflow, routes) = (Arc::new(workflow), Arc::new(routes));
+        let scheduler = scheduler.clone();
+        let subject = trigger.subject.clone();
+        let handle = match &backend {
+            Backend::Nats(n) => {
+                let client = n.client().clone();
+                let mut sub = client
+                    .subscribe(subject.clone())
+                    .await
+                    .map_err(|e| at(format!("cannot subscribe to trigger {subject:?}: {e}")))?;
+                tokio::spawn(async move {
+                    use futures::StreamExt;
+                    while let Some(msg) = sub.next().await {
+                        let answer = start_run(&scheduler, &workflow, &routes, &msg.payload).await;
+                        if let Some(reply) = msg.reply {
+                            let _ = client.publish(reply, answer.into()).await;
+                        }
+                    }
+                })
+            }
+            Backend::Memory(_) => {
+                let mut sub = bus
+                    .subscribe(&subject, None)
+                    .map_err(|e| at(format!("cannot subscribe to trigger {subject:?}: {e}")))?;
+                let bus = bus.clone();
+                tokio::spawn(async move {
+                    while let Some(msg) = sub.next().await {
+                        let answer = start_run(&scheduler, &workflow, &routes, &msg.body).await;
+                        if let Some(reply) = msg.reply_to {
+                            let _ = bus.publish(&reply, None, answer);
+                        }
+                    }
+                })
+            }
+        };
+        tracing::info!(subject = %trigger.subject, workflow = %workflow_name(&trigger.workflow), "workflow trigger ready");
+        triggers.push(handle);
+    }
+    Ok(WorkflowService {
+        scheduler,
+        triggers,
+    })
+}
+
+fn workflow_name(path: &Path) -> String {
+    path.display().to_string()
+}
+
+/// Starts a run from a trigger message (a JSON object of inputs; empty means none);
+/// answers `{"run": ID}` or `{"error": ...}`.
+async fn start_run(
+    scheduler: &Scheduler,
+    workflow: &Workflow,
+    routes: &std::collections::HashMap<String, String>,
+    body: &[u8],
+) -> Vec<u8> {
+    let inputs: Result<BTreeMap<String, Value>, String> =
+        if body.iter().all(u8::is_ascii_whitespace) {
+            Ok(BTreeMap::new())
+        } else {
+            serde_json::from_slice(body)
+                .map_err(|e| format!("the trigger message is not a JSON object of inputs: {e}"))
+        };
+    let answer = match inputs {
+        Ok(inputs) => match scheduler.submit(workflow, inputs, routes).await {
+            Ok(id) => serde_json::json!({ "run": id }),
+            Err(e) => serde_json::json!({ "error": e.to_string() }),
+        },
+        Err(e) => serde_json::json!({ "error": e }),
+    };
+    if let Some(e) = answer.get("error") {
+        tracing::warn!(workflow = %workflow.spec.name, error = %e, "trigger refused");
+    }
+    answer.to_string().into_bytes()
+}

@@ -1,0 +1,122 @@
+//! Where workflow runs live and how steps travel: a revisioned key-value store for run
+//! state and a work queue for step messages. Two implementations share these traits, with
+//! the same semantics: NATS JetStream (many hosts) and in-process (one host, no server).
+//!
+//! The guarantees the scheduler builds on:
+//! - the store's `update` succeeds only at the revision the caller read (compare-and-set),
+//!   so concurrent hosts never overwrite each other's step results;
+//! - a queued message is delivered to one consumer at a time and is redelivered when it is
+//!   not acknowledged within the ack wait (its consumer died), or after the delay of a
+//!   negative acknowledgement;
+//! - publishing twice with the same message ID within the deduplication window queues one
+//!   message.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+/// What went wrong in a backend.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BackendError {
+    /// The entry changed since it was read (or exists already, for `create`).
+    #[error("the entry {key} was changed by someone else")]
+    Conflict {
+        /// The key.
+        key: String,
+    },
+    /// The server could not be reached or refused the operation.
+    #[error("workflow backend unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// One revision of a stored value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The value.
+    pub value: Vec<u8>,
+    /// Its revision, for [`RunStore::update`].
+    pub revision: u64,
+}
+
+/// Run state, keyed by run ID.
+#[async_trait]
+pub trait RunStore: Send + Sync + 'static {
+    /// The current value of `key`, if any.
+    async fn get(&self, key: &str) -> Result<Option<Entry>, BackendError>;
+    /// Stores `value` under a new `key`; [`BackendError::Conflict`] when it exists.
+    async fn create(&self, key: &str, value: Vec<u8>) -> Result<u64, BackendError>;
+    /// Replaces `key` if it is still at `revision`; [`BackendError::Conflict`] otherwise.
+    async fn update(&self, key: &str, value: Vec<u8>, revision: u64) -> Result<u64, BackendError>;
+    /// Every key (for listing runs).
+    async fn keys(&self) -> Result<Vec<String>, BackendError>;
+}
+
+/// A step to run: which run, which step. Attempts and results live in the run state, so a
+/// redelivered message carries nothing stale.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepMessage {
+    /// The run ID.
+    pub run: String,
+    /// The step name.
+    pub step: String,
+}
+
+/// The work queue of steps, partitioned by route (the actor a step names).
+#[async_trait]
+pub trait StepQueue: Send + Sync + 'static {
+    /// Queues `message` on `route`; a second publish with the same `id` within the
+    /// deduplication window is dropped.
+    async fn publish(
+        &self,
+        route: &str,
+        message: &StepMessage,
+        id: &str,
+    ) -> Result<(), BackendError>;
+    /// Starts consuming `route`, shared with every other consumer of the same route: each
+    /// message goes to one of them.
+    async fn consume(&self, route: &str) -> Result<Box<dyn StepStream>, BackendError>;
+}
+
+/// Messages of one route, as they arrive.
+#[async_trait]
+pub trait StepStream: Send {
+    /// The next delivery; `None` when the queue is closed.
+    async fn next(&mut self) -> Option<Result<Box<dyn Delivery>, BackendError>>;
+}
+
+/// One delivery of a step message; it must end with [`Delivery::ack`] or
+/// [`Delivery::nak`], or it is redelivered after the ack wait.
+#[async_trait]
+pub trait Delivery: Send + Sync {
+    /// The message.
+    fn message(&self) -> &StepMessage;
+    /// How many times it has been delivered, this one included.
+    fn delivered(&self) -> u64;
+    /// Done: never deliver it again.
+    async fn ack(self: Box<Self>) -> Result<(), BackendError>;
+    /// Deliver it again after `delay`.
+    async fn nak(self: Box<Self>, delay: Duration) -> Result<(), BackendError>;
+    /// Still working on it: restart the ack wait.
+    async fn in_progress(&self) -> Result<(), BackendError>;
+}
+
+/// Turns an actor reference into a queue route: `key.<public key>` or `name.<name>`.
+/// Names are limited to characters that are safe in a NATS subject token.
+pub fn route(actor: &ActorRoute) -> String {
+    match actor {
+        ActorRoute::Key(key) => format!("key.{key}"),
+        ActorRoute::Name(name) => format!("name.{name}"),
+    }
+}
+
+/// How a step reaches its actor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ActorRoute {
+    /// By the module's public key (the subject of its claims).
+    Key(String),
+    /// By the name in its claims.
+    Name(String),
+}

@@ -1,0 +1,380 @@
+//! The workflow backend on NATS JetStream, shared by any number of hosts: run state in a
+//! key-value bucket (compare-and-set on the revision of each key) and step messages in a
+//! work-queue stream, one durable pull consumer per route shared by every host consuming it.
+//!
+//! Setup is idempotent: the stream, the bucket and the consumers are created when missing
+//! and reused as they are when present, so hosts can start in any order. The bucket's stream
+//! is created here rather than with `create_key_value`, which reads account limits that
+//! servers older than 2.10 do not report.
+
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::pull;
+use async_nats::jetstream::consumer::{AckPolicy, PullConsumer};
+use async_nats::jetstream::kv::{self, CreateErrorKind, Operation, UpdateErrorKind};
+use async_nats::jetstream::message::PublishMessage;
+use async_nats::jetstream::stream::{self, DiscardPolicy, RetentionPolicy, StorageType};
+use async_nats::jetstream::{self, AckKind};
+use async_trait::async_trait;
+use futures::StreamExt;
+
+use super::backend::{BackendError, Delivery, Entry, RunStore, StepMessage, StepQueue, StepStream};
+
+/// Most unacknowledged messages of one route in flight at once, over all hosts.
+const MAX_ACK_PENDING: i64 = 10_000;
+
+/// Messages asked for by one pull request: few, so that a busy host does not hold messages
+/// other hosts could run, nor let them wait in its buffer while their ack wait runs.
+const PULL_BATCH: usize = 16;
+
+/// Where and how the backend keeps its stream, bucket and consumers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JetStreamOptions {
+    /// The name of the stream of step messages.
+    pub stream: String,
+    /// The subject prefix of step messages: a route's messages go to `<prefix>.<route>`.
+    pub subject_prefix: String,
+    /// The name of the key-value bucket of run state.
+    pub bucket: String,
+    /// How long a delivered message may stay unacknowledged before it is redelivered.
+    pub ack_wait: Duration,
+    /// How long the stream remembers message IDs to drop duplicate publishes.
+    pub duplicate_window: Duration,
+    /// How long connecting to the server may take.
+    pub connect_timeout: Duration,
+    /// How long a JetStream API request or a publish acknowledgement may take.
+    pub request_timeout: Duration,
+}
+
+impl Default for JetStreamOptions {
+    fn default() -> Self {
+        Self {
+            stream: "SIGIL_STEPS".to_string(),
+            subject_prefix: "sigil.steps".to_string(),
+            bucket: "SIGIL_RUNS".to_string(),
+            ack_wait: Duration::from_secs(30),
+            duplicate_window: Duration::from_secs(120),
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The JetStream backend: a [`RunStore`] on a key-value bucket and a [`StepQueue`] on a
+/// work-queue stream.
+#[derive(Debug, Clone)]
+pub struct JetStreamBackend {
+    client: async_nats::Client,
+    jetstream: jetstream::Context,
+    kv: kv::Store,
+    options: JetStreamOptions,
+}
+
+impl JetStreamBackend {
+    /// Connects to the server at `url` and makes sure the stream and the bucket exist.
+    pub async fn connect(url: &str, options: JetStreamOptions) -> Result<Self, BackendError> {
+        let client = async_nats::ConnectOptions::new()
+            .connection_timeout(options.connect_timeout)
+            .request_timeout(Some(options.request_timeout))
+            .connect(url)
+            .await
+            .map_err(|err| unavailable(format!("connecting to {url}"), err))?;
+        Self::from_client(client, options).await
+    }
+
+    /// Uses an existing connection and makes sure the stream and the bucket exist.
+    pub async fn from_client(
+        client: async_nats::Client,
+        options: JetStreamOptions,
+    ) -> Result<Self, BackendError> {
+        let jetstream = jetstream::ContextBuilder::new()
+            .timeout(options.request_timeout)
+            .build(client.clone());
+
+        ensure_stream(
+            &jetstream,
+            stream::Config {
+                name: options.stream.clone(),
+                subjects: vec![format!("{}.>", options.subject_prefix)],
+                retention: RetentionPolicy::WorkQueue,
+                storage: StorageType::File,
+                duplicate_window: options.duplicate_window,
+                ..Default::default()
+            },
+        )
+        .await?;
+
+        ensure_stream(
+            &jetstream,
+            stream::Config {
+                name: format!("KV_{}", options.bucket),
+                subjects: vec![format!("$KV.{}.>", options.bucket)],
+                max_messages_per_subject: 1,
+                discard: DiscardPolicy::New,
+                storage: StorageType::File,
+                allow_rollup: true,
+                deny_delete: true,
+                allow_direct: true,
+                ..Default::default()
+            },
+        )
+        .await?;
+        let kv = jetstream
+            .get_key_value(options.bucket.clone())
+            .await
+            .map_err(|err| unavailable(format!("opening bucket {}", options.bucket), err))?;
+
+        Ok(Self {
+            client,
+            jetstream,
+            kv,
+            options,
+        })
+    }
+
+    /// The connection to the server.
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
+    /// The options the backend was set up with.
+    pub fn options(&self) -> &JetStreamOptions {
+        &self.options
+    }
+
+    /// The subject of a route's messages.
+    fn subject(&self, route: &str) -> String {
+        format!("{}.{route}", self.options.subject_prefix)
+    }
+}
+
+/// Gets the stream named in `config`, creating it when it does not exist; an existing stream
+/// is used as it is, even when its configuration differs.
+async fn ensure_stream(
+    jetstream: &jetstream::Context,
+    config: stream::Config,
+) -> Result<stream::Stream, BackendError> {
+    let name = config.name.clone();
+    match jetstream.get_or_create_stream(config).await {
+        Ok(stream) => Ok(stream),
+        // Another host may have created it between our lookup and our creation.
+        Err(err) => jetstream
+            .get_stream(&name)
+            .await
+            .map_err(|_| unavailable(format!("creating stream {name}"), err)),
+    }
+}
+
+/// A durable consumer name for `route`: names may not hold `.`, `*`, `>` or whitespace.
+fn durable_name(route: &str) -> String {
+    let route: String = route
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("steps_{route}")
+}
+
+/// An [`BackendError::Unavailable`] saying what failed and why.
+fn unavailable(what: impl std::fmt::Display, err: impl std::fmt::Display) -> BackendError {
+    BackendError::Unavailable(format!("{what}: {err}"))
+}
+
+#[async_trait]
+impl RunStore for JetStreamBackend {
+    async fn get(&self, key: &str) -> Result<Option<Entry>, BackendError> {
+        let entry = self
+            .kv
+            .entry(key)
+            .await
+            .map_err(|err| unavailable(format!("reading {key}"), err))?;
+        Ok(entry.and_then(|entry| match entry.operation {
+            Operation::Put => Some(Entry {
+                value: entry.value.to_vec(),
+                revision: entry.revision,
+            }),
+            Operation::Delete | Operation::Purge => None,
+        }))
+    }
+
+    async fn create(&self, key: &str, value: Vec<u8>) -> Result<u64, BackendError> {
+        self.kv
+            .create(key, value.into())
+            .await
+            .map_err(|err| match err.kind() {
+                CreateErrorKind::AlreadyExists => BackendError::Conflict {
+                    key: key.to_string(),
+                },
+                _ => unavailable(format!("creating {key}"), err),
+            })
+    }
+
+    async fn update(&self, key: &str, value: Vec<u8>, revision: u64) -> Result<u64, BackendError> {
+        self.kv
+            .update(key, value.into(), revision)
+            .await
+            .map_err(|err| match err.kind() {
+                UpdateErrorKind::WrongLastRevision => BackendError::Conflict {
+                    key: key.to_string(),
+                },
+                _ => unavailable(format!("updating {key}"), err),
+            })
+    }
+
+    async fn keys(&self) -> Result<Vec<String>, BackendError> {
+        let mut keys = self
+            .kv
+            .keys()
+            .await
+            .map_err(|err| unavailable("listing keys", err))?;
+        let mut all = Vec::new();
+        while let Some(key) = keys.next().await {
+            all.push(key.map_err(|err| unavailable("listing keys", err))?);
+        }
+        Ok(all)
+    }
+}
+
+#[async_trait]
+impl StepQueue for JetStreamBackend {
+    async fn publish(
+        &self,
+        route: &str,
+        message: &StepMessage,
+        id: &str,
+    ) -> Result<(), BackendError> {
+        let payload = serde_json::to_vec(message)
+            .map_err(|err| unavailable("encoding a step message", err))?;
+        let subject = self.subject(route);
+        self.jetstream
+            .send_publish(
+                subject.clone(),
+                PublishMessage::build()
+                    .payload(payload.into())
+                    .message_id(id),
+            )
+            .await
+            .map_err(|err| unavailable(format!("publishing to {subject}"), err))?
+            .await
+            .map_err(|err| unavailable(format!("publishing to {subject}"), err))?;
+        Ok(())
+    }
+
+    async fn consume(&self, route: &str) -> Result<Box<dyn StepStream>, BackendError> {
+        let name = durable_name(route);
+        let stream = self
+            .jetstream
+            .get_stream(&self.options.stream)
+            .await
+            .map_err(|err| unavailable(format!("opening stream {}", self.options.stream), err))?;
+        let config = pull::Config {
+            durable_name: Some(name.clone()),
+            filter_subject: self.subject(route),
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: self.options.ack_wait,
+            max_deliver: -1,
+            max_ack_pending: MAX_ACK_PENDING,
+            ..Default::default()
+        };
+        let consumer: PullConsumer = match stream.get_or_create_consumer(&name, config).await {
+            Ok(consumer) => consumer,
+            // Another host may have created it between our lookup and our creation.
+            Err(err) => stream
+                .get_consumer(&name)
+                .await
+                .map_err(|_| unavailable(format!("creating consumer {name}"), err))?,
+        };
+        let messages = consumer
+            .stream()
+            .max_messages_per_batch(PULL_BATCH)
+            .heartbeat(Duration::from_secs(5))
+            .messages()
+            .await
+            .map_err(|err| unavailable(format!("consuming {name}"), err))?;
+        Ok(Box::new(JetStreamSteps { messages }))
+    }
+}
+
+/// The messages of one route, from its durable pull consumer.
+struct JetStreamSteps {
+    messages: pull::Stream,
+}
+
+#[async_trait]
+impl StepStream for JetStreamSteps {
+    async fn next(&mut self) -> Option<Result<Box<dyn Delivery>, BackendError>> {
+        loop {
+            let message = match self.messages.next().await? {
+                Ok(message) => message,
+                Err(err) => return Some(Err(unavailable("receiving step messages", err))),
+            };
+            match serde_json::from_slice::<StepMessage>(&message.payload) {
+                Ok(step) => {
+                    let delivered = message
+                        .info()
+                        .map_or(1, |info| u64::try_from(info.delivered).unwrap_or(1));
+                    return Some(Ok(Box::new(JetStreamDelivery {
+                        message,
+                        step,
+                        delivered,
+                    })));
+                }
+                Err(err) => {
+                    tracing::warn!(
+                        subject = %message.subject,
+                        error = %err,
+                        "dropping a message that is not a step message"
+                    );
+                    if let Err(err) = message.ack_with(AckKind::Term).await {
+                        tracing::warn!(error = %err, "could not terminate an invalid message");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One delivery of a step message, acknowledged through its JetStream message.
+struct JetStreamDelivery {
+    message: jetstream::Message,
+    step: StepMessage,
+    delivered: u64,
+}
+
+#[async_trait]
+impl Delivery for JetStreamDelivery {
+    fn message(&self) -> &StepMessage {
+        &self.step
+    }
+
+    fn delivered(&self) -> u64 {
+        self.delivered
+    }
+
+    async fn ack(self: Box<Self>) -> Result<(), BackendError> {
+        // Waits for the server to confirm, so an acknowledged step is not run again.
+        self.message
+            .double_ack()
+            .await
+            .map_err(|err| unavailable("acknowledging a step message", err))
+    }
+
+    async fn nak(self: Box<Self>, delay: Duration) -> Result<(), BackendError> {
+        self.message
+            .ack_with(AckKind::Nak(Some(delay)))
+            .await
+            .map_err(|err| unavailable("rejecting a step message", err))
+    }
+
+    async fn in_progress(&self) -> Result<(), BackendError> {
+        self.message
+            .ack_with(AckKind::Progress)
+            .await
+            .map_err(|err| unavailable("extending a step message", err))
+    }
+}

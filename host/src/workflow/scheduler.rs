@@ -1,0 +1,665 @@
+//! The scheduler: submits runs, consumes step messages, runs each step's actor, records
+//! the result with compare-and-set, and queues the steps that became ready.
+//!
+//! Why nothing is lost and nothing runs twice into the results:
+//! - a step message is acknowledged only after the step's result is stored, so a host that
+//!   dies mid-step leaves the message unacknowledged and the queue redelivers it;
+//! - claiming a step writes a fresh attempt token, and only the holder of the current
+//!   token may record a result: a late answer from an attempt that was taken over is
+//!   dropped, so each step has exactly one result;
+//! - successors are published after the result is stored, under a message ID derived from
+//!   the run and the step, so publishing again after a crash queues nothing new; a
+//!   redelivered message for a finished step republishes its queued successors and is
+//!   acknowledged.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::Value;
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+
+use super::backend::{BackendError, Delivery, RunStore, StepMessage, StepQueue};
+use super::spec::{SpecError, Workflow};
+use super::state::{RunState, RunStatus, StepState, StepStatus, now_ms};
+
+/// Runs one step's operation on an actor of this host.
+#[async_trait]
+pub trait StepRunner: Send + Sync + 'static {
+    /// Invokes `operation` on `actor` (a public key or a name) with `payload`.
+    async fn run(&self, actor: &str, operation: &str, payload: Vec<u8>) -> Result<Vec<u8>, String>;
+}
+
+/// What went wrong with a workflow request.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WorkflowError {
+    /// The spec or the inputs were refused.
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    /// The store or the queue failed.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    /// No run has this ID.
+    #[error("no run {0}")]
+    NoSuchRun(String),
+    /// A stored run could not be read.
+    #[error("run {id} is stored in a form this host cannot read: {message}")]
+    Corrupt {
+        /// The run.
+        id: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// How a scheduler behaves.
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    /// This host's name, recorded on the steps it runs.
+    pub host: String,
+    /// Steps this host runs at once.
+    pub max_concurrent: usize,
+    /// How often a running step tells the queue it is still alive (keep it well under the
+    /// queue's ack wait).
+    pub progress_interval: Duration,
+    /// How long to keep retrying the store or the queue while they are unreachable.
+    pub patience: Duration,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig {
+            host: "sigil".into(),
+            max_concurrent: 64,
+            progress_interval: Duration::from_secs(5),
+            patience: Duration::from_secs(120),
+        }
+    }
+}
+
+/// The scheduler of one host; clone the `Arc` to share it.
+pub struct Scheduler {
+    store: Arc<dyn RunStore>,
+    queue: Arc<dyn StepQueue>,
+    runner: Arc<dyn StepRunner>,
+    config: SchedulerConfig,
+    permits: Arc<Semaphore>,
+    consumers: Mutex<Vec<JoinHandle<()>>>,
+    workflows: Mutex<HashMap<String, Arc<Workflow>>>,
+}
+
+impl std::fmt::Debug for Scheduler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scheduler")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The store key of a run.
+pub fn run_key(id: &str) -> String {
+    format!("run.{id}")
+}
+
+/// The queue message ID of a step: the same for every publish of it.
+fn message_id(run: &str, step: &str) -> String {
+    format!("{run}.{step}")
+}
+
+/// What claiming a step decided.
+enum Claim {
+    /// Run it (the token was written).
+    Run,
+    /// It is final: make sure its successors are queued, then acknowledge.
+    Done,
+    /// Nothing to do (the run is over, or the step will not run).
+    Ignore,
+}
+
+/// What recording a result decided.
+enum Recorded {
+    /// Stored; publish these steps, then acknowledge.
+    Advance(Vec<(String, String)>),
+    /// Stored as a failure to retry after this delay.
+    Retry(Duration),
+    /// Another attempt holds the step: drop this result.
+    Stale,
+}
+
+impl Scheduler {
+    /// A scheduler over `store` and `queue`, running steps with `runner`.
+    pub fn new(
+        store: Arc<dyn RunStore>,
+        queue: Arc<dyn StepQueue>,
+        runner: Arc<dyn StepRunner>,
+        config: SchedulerConfig,
+    ) -> Arc<Self> {
+        Arc::new(Scheduler {
+            permits: Arc::new(Semaphore::new(config.max_concurrent.max(1))),
+            store,
+            queue,
+            runner,
+            config,
+            consumers: Mutex::new(Vec::new()),
+            workflows: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Starts a run: stores its state, then queues its first steps. `routes` gives each
+    /// step's queue route; returns the run ID.
+    pub async fn submit(
+        &self,
+        workflow: &Workflow,
+        inputs: BTreeMap<String, Value>,
+        routes: &HashMap<String, String>,
+    ) -> Result<String, WorkflowError> {
+        let inputs = workflow.resolve_inputs(inputs)?;
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let mut steps = BTreeMap::new();
+        for name in &workflow.order {
+            let route = routes.get(name).cloned().ok_or_else(|| {
+                SpecError(format!("no route for step {name:?} (its actor is unknown)"))
+            })?;
+            steps.insert(
+                name.clone(),
+                StepState {
+                    status: StepStatus::Pending,
+                    route,
+                    attempts: 0,
+                    failures: 0,
+                    token: None,
+                    host: None,
+                    started_ms: None,
+                    finished_ms: None,
+                    output: None,
+                    error: None,
+                },
+            );
+        }
+        let mut run = RunState {
+            id: id.clone(),
+            workflow: workflow.spec.clone(),
+            inputs,
+            status: RunStatus::Running,
+            created_ms: now_ms(),
+            finished_ms: None,
+            steps,
+            outputs: None,
+            error: None,
+        };
+        run.advance();
+        let bytes = encode(&run)?;
+        let key = run_key(&id);
+        self.patiently(|| self.store.create(&key, bytes.clone()))
+            .await?;
+        self.publish_queued(&run).await?;
+        tracing::info!(run = %id, workflow = %workflow.spec.name, "run submitted");
+        Ok(id)
+    }
+
+    /// The state of a run.
+    pub async fn status(&self, id: &str) -> Result<RunState, WorkflowError> {
+        let key = run_key(id);
+        let entry = self
+            .patiently(|| self.store.get(&key))
+            .await?
+            .ok_or_else(|| WorkflowError::NoSuchRun(id.to_string()))?;
+        decode(id, &entry.value)
+    }
+
+    /// Every stored run.
+    pub async fn list(&self) -> Result<Vec<RunState>, WorkflowError> {
+        let keys = self.patiently(|| self.store.keys()).await?;
+        let mut runs = Vec::new();
+        for key in keys {
+            if let Some(id) = key.strip_prefix("run.")
+                && let Ok(run) = self.status(id).await
+            {
+                runs.push(run);
+            }
+        }
+        runs.sort_by_key(|r| r.created_ms);
+        Ok(runs)
+    }
+
+    /// Cancels a run: steps not started yet will not start; running steps finish, but
+    /// nothing runs after them.
+    pub async fn cancel(&self, id: &str) -> Result<RunState, WorkflowError> {
+        let (_, run) = self
+            .modify(id, |run| {
+                if run.status.is_final() {
+                    return ((), false);
+                }
+                run.status = RunStatus::Cancelled;
+                run.error = Some("cancelled".into());
+                run.finished_ms = Some(now_ms());
+                run.cancel_waiting();
+                ((), true)
+            })
+            .await?
+            .ok_or_else(|| WorkflowError::NoSuchRun(id.to_string()))?;
+        tracing::info!(run = %id, "run cancelled");
+        Ok(run)
+    }
+
+    /// Waits until the run ends, calling `progress` with each new state seen.
+    pub async fn wait(
+        &self,
+        id: &str,
+        mut progress: impl FnMut(&RunState),
+    ) -> Result<RunState, WorkflowError> {
+        let mut last: Option<RunState> = None;
+        let mut pause = Duration::from_millis(5);
+        loop {
+            let run = self.status(id).await?;
+            if last.as_ref() != Some(&run) {
+                progress(&run);
+                pause = Duration::from_millis(5);
+            }
+            if run.status.is_final() && run.steps.values().all(|s| s.status != StepStatus::Running)
+            {
+                return Ok(run);
+            }
+            last = Some(run);
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(100));
+        }
+    }
+
+    /// Starts consuming the steps of `route` on this host.
+    pub async fn serve(self: &Arc<Self>, route: &str) -> Result<(), WorkflowError> {
+        let mut stream = self.patiently(|| self.queue.consume(route)).await?;
+        let me = self.clone();
+        let route = route.to_string();
+        let consumer = tokio::spawn(async move {
+            while let Some(next) = stream.next().await {
+                match next {
+                    Ok(delivery) => {
+                        let Ok(permit) = me.permits.clone().acquire_owned().await else {
+                            break;
+                        };
+                        let worker = me.clone();
+                        tokio::spawn(async move {
+                            worker.handle(delivery).await;
+                            drop(permit);
+                        });
+                    }
+                    Err(e) => {
+                        tracing::warn!(route = %route, error = %e, "step queue error; retrying");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                }
+            }
+        });
+        lock(&self.consumers).push(consumer);
+        Ok(())
+    }
+
+    /// Stops consuming; steps in progress are abandoned unacknowledged, so the queue
+    /// hands them to another host.
+    pub fn stop(&self) {
+        self.permits.close();
+        for c in lock(&self.consumers).drain(..) {
+            c.abort();
+        }
+    }
+
+    async fn handle(&self, delivery: Box<dyn Delivery>) {
+        let msg = delivery.message().clone();
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        let host = self.config.host.clone();
+        let claim = self
+            .modify(&msg.run, |run| claim(run, &msg.step, &token, &host))
+            .await;
+        let run = match claim {
+            Ok(Some((Claim::Run, run))) => run,
+            Ok(Some((Claim::Done, run))) => {
+                self.settle(delivery, self.publish_queued(&run).await).await;
+                return;
+            }
+            Ok(Some((Claim::Ignore, _))) => {
+                let _ = delivery.ack().await;
+                return;
+            }
+            Ok(None) => {
+                tracing::warn!(run = %msg.run, step = %msg.step, "a step of an unknown run; dropped");
+                let _ = delivery.ack().await;
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(run = %msg.run, step = %msg.step, error = %e, "cannot claim the step; it will be redelivered");
+                let _ = delivery.nak(Duration::from_secs(1)).await;
+                return;
+            }
+        };
+        let outcome = self.execute(&run, &msg.step, delivery.as_ref()).await;
+        if let Err(e) = &outcome {
+            tracing::info!(run = %msg.run, step = %msg.step, error = %e.0, "step failed");
+        }
+        let recorded = self
+            .modify(&msg.run, |run| record(run, &msg.step, &token, &outcome))
+            .await;
+        match recorded {
+            Ok(Some((Recorded::Advance(next), run))) => {
+                let published = self.publish(&run.id, &next).await;
+                self.settle(delivery, published).await;
+            }
+            Ok(Some((Recorded::Retry(delay), _))) => {
+                let _ = delivery.nak(delay).await;
+            }
+            Ok(Some((Recorded::Stale, _))) | Ok(None) => {
+                let _ = delivery.ack().await;
+            }
+            Err(e) => {
+                // Not acknowledged: the queue redelivers it, and the claim sees our token.
+                tracing::warn!(run = %msg.run, step = %msg.step, error = %e, "cannot record the result; the step will be redelivered");
+                drop(delivery);
+            }
+        }
+    }
+
+    /// Acknowledges after successors were published; otherwise leaves the message to be
+    /// redelivered, which publishes them again.
+    async fn settle(&self, delivery: Box<dyn Delivery>, published: Result<(), WorkflowError>) {
+        match published {
+            Ok(()) => {
+                let _ = delivery.ack().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot queue the next steps; will retry");
+                let _ = delivery.nak(Duration::from_secs(1)).await;
+            }
+        }
+    }
+
+    /// Runs one attempt of a step: renders its input, invokes its actor within its
+    /// timeout, and keeps the delivery alive meanwhile. `Err` carries whether a retry
+    /// could help.
+    async fn execute(
+        &self,
+        run: &RunState,
+        step_name: &str,
+        delivery: &dyn Delivery,
+    ) -> Result<Value, (String, bool)> {
+        let workflow = self.workflow(run).map_err(|e| (e.to_string(), false))?;
+        let step = workflow
+            .steps
+            .get(step_name)
+            .ok_or_else(|| (format!("the workflow has no step {step_name:?}"), false))?;
+        let input = step
+            .input
+            .render(run)
+            .map_err(|e| (format!("cannot build the input: {e}"), false))?;
+        let payload = rmp_serde::to_vec_named(&input)
+            .map_err(|e| (format!("cannot encode the input: {e}"), false))?;
+        let route = &run.steps[step_name].route;
+        let actor = route
+            .strip_prefix("key.")
+            .or_else(|| route.strip_prefix("name."))
+            .unwrap_or(route);
+        let call = self.runner.run(actor, &step.spec.operation, payload);
+        let call = async {
+            match step.timeout {
+                Some(t) => tokio::time::timeout(t, call)
+                    .await
+                    .unwrap_or_else(|_| Err(format!("the step timed out after {t:?}"))),
+                None => call.await,
+            }
+        };
+        tokio::pin!(call);
+        let mut ticks = tokio::time::interval(self.config.progress_interval);
+        ticks.tick().await;
+        let result = loop {
+            tokio::select! {
+                r = &mut call => break r,
+                _ = ticks.tick() => {
+                    let _ = delivery.in_progress().await;
+                }
+            }
+        };
+        result
+            .map(|bytes| output_value(&bytes))
+            .map_err(|e| (e, true))
+    }
+
+    fn workflow(&self, run: &RunState) -> Result<Arc<Workflow>, SpecError> {
+        if let Some(w) = lock(&self.workflows).get(&run.id) {
+            return Ok(w.clone());
+        }
+        let w = Arc::new(Workflow::check(run.workflow.clone())?);
+        let mut cache = lock(&self.workflows);
+        if cache.len() >= 1024 {
+            cache.clear();
+        }
+        cache.insert(run.id.clone(), w.clone());
+        Ok(w)
+    }
+
+    async fn publish_queued(&self, run: &RunState) -> Result<(), WorkflowError> {
+        self.publish(&run.id, &run.queued()).await
+    }
+
+    async fn publish(&self, run: &str, steps: &[(String, String)]) -> Result<(), WorkflowError> {
+        for (step, route) in steps {
+            let message = StepMessage {
+                run: run.to_string(),
+                step: step.clone(),
+            };
+            let id = message_id(run, step);
+            self.patiently(|| self.queue.publish(route, &message, &id))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Applies `change` to a run with compare-and-set, reading again after a conflict.
+    /// `change` returns its answer and whether it changed the run; it must be idempotent,
+    /// since a write whose acknowledgement was lost is retried.
+    async fn modify<R>(
+        &self,
+        id: &str,
+        mut change: impl FnMut(&mut RunState) -> (R, bool),
+    ) -> Result<Option<(R, RunState)>, WorkflowError> {
+        let key = run_key(id);
+        loop {
+            let Some(entry) = self.patiently(|| self.store.get(&key)).await? else {
+                return Ok(None);
+            };
+            let mut run = decode(id, &entry.value)?;
+            let (answer, changed) = change(&mut run);
+            if !changed {
+                return Ok(Some((answer, run)));
+            }
+            let bytes = encode(&run)?;
+            match self
+                .patiently(|| self.store.update(&key, bytes.clone(), entry.revision))
+                .await
+            {
+                Ok(_) => return Ok(Some((answer, run))),
+                Err(BackendError::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Retries an operation while the backend is unavailable, up to the patience.
+    async fn patiently<T, F, Fut>(&self, mut op: F) -> Result<T, BackendError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, BackendError>>,
+    {
+        let give_up = tokio::time::Instant::now() + self.config.patience;
+        let mut pause = Duration::from_millis(50);
+        loop {
+            match op().await {
+                Err(BackendError::Unavailable(e)) if tokio::time::Instant::now() < give_up => {
+                    tracing::debug!(error = %e, "workflow backend unavailable; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn encode(run: &RunState) -> Result<Vec<u8>, WorkflowError> {
+    serde_json::to_vec(run).map_err(|e| WorkflowError::Corrupt {
+        id: run.id.clone(),
+        message: e.to_string(),
+    })
+}
+
+fn decode(id: &str, bytes: &[u8]) -> Result<RunState, WorkflowError> {
+    serde_json::from_slice(bytes).map_err(|e| WorkflowError::Corrupt {
+        id: id.to_string(),
+        message: e.to_string(),
+    })
+}
+
+/// An actor's response as a JSON value: MessagePack decoded, else UTF-8 text, else the
+/// bytes as an array of numbers.
+pub fn output_value(bytes: &[u8]) -> Value {
+    if bytes.is_empty() {
+        return Value::Null;
+    }
+    let mut rest = bytes;
+    let mut de = rmp_serde::Deserializer::new(&mut rest);
+    if let Ok(v) = <Value as serde::Deserialize>::deserialize(&mut de)
+        && rest.is_empty()
+    {
+        return v;
+    }
+    match std::str::from_utf8(bytes) {
+        Ok(s) => Value::String(s.to_string()),
+        Err(_) => Value::Array(bytes.iter().map(|b| Value::from(*b)).collect()),
+    }
+}
+
+fn claim(run: &mut RunState, step: &str, token: &str, host: &str) -> (Claim, bool) {
+    if run.status.is_final() {
+        return (Claim::Ignore, false);
+    }
+    let Some(s) = run.steps.get_mut(step) else {
+        return (Claim::Ignore, false);
+    };
+    if s.token.as_deref() == Some(token) {
+        // Our own claim, written before an acknowledgement was lost.
+        return (Claim::Run, false);
+    }
+    match s.status {
+        StepStatus::Queued | StepStatus::Retrying | StepStatus::Running => {
+            if s.status == StepStatus::Running {
+                tracing::info!(run = %run.id, step, previous = ?s.host, "taking over a step whose host went silent");
+            }
+            s.status = StepStatus::Running;
+            s.attempts += 1;
+            s.token = Some(token.to_string());
+            s.host = Some(host.to_string());
+            s.started_ms = Some(now_ms());
+            (Claim::Run, true)
+        }
+        StepStatus::Succeeded | StepStatus::Failed => (Claim::Done, false),
+        StepStatus::Pending | StepStatus::Skipped | StepStatus::Cancelled => (Claim::Ignore, false),
+    }
+}
+
+fn record(
+    run: &mut RunState,
+    step: &str,
+    token: &str,
+    outcome: &Result<Value, (String, bool)>,
+) -> (Recorded, bool) {
+    let max_attempts = run
+        .workflow
+        .steps
+        .iter()
+        .find(|s| s.name == step)
+        .map_or(1, |s| {
+            s.retry.as_ref().map_or(0, |r| r.limit).saturating_add(1)
+        });
+    let Some(s) = run.steps.get_mut(step) else {
+        return (Recorded::Stale, false);
+    };
+    if s.token.as_deref() != Some(token) {
+        return (Recorded::Stale, false);
+    }
+    if s.status != StepStatus::Running {
+        // Recorded already, by a write whose acknowledgement was lost.
+        return match s.status {
+            StepStatus::Retrying => (Recorded::Retry(Duration::ZERO), false),
+            _ => (Recorded::Advance(run.queued()), false),
+        };
+    }
+    let now = now_ms();
+    match outcome {
+        Ok(value) => {
+            s.status = StepStatus::Succeeded;
+            s.output = Some(value.clone());
+            s.error = None;
+            s.finished_ms = Some(now);
+        }
+        Err((message, retryable)) => {
+            s.failures += 1;
+            s.error = Some(message.clone());
+            if *retryable && s.failures < max_attempts && !run.status.is_final() {
+                s.status = StepStatus::Retrying;
+                let failures = s.failures;
+                let delay = Workflow::check(run.workflow.clone())
+                    .ok()
+                    .and_then(|w| w.steps.get(step).map(|st| st.backoff(failures)))
+                    .unwrap_or(Duration::from_secs(1));
+                return (Recorded::Retry(delay), true);
+            }
+            s.status = StepStatus::Failed;
+            s.finished_ms = Some(now);
+            let fails_run = run
+                .workflow
+                .steps
+                .iter()
+                .find(|x| x.name == step)
+                .is_none_or(|x| x.on_failure == super::spec::OnFailure::Fail);
+            if fails_run && !run.status.is_final() {
+                run.status = RunStatus::Failed;
+                run.error = Some(format!("step {step} failed: {message}"));
+                run.finished_ms = Some(now);
+                run.cancel_waiting();
+            }
+        }
+    }
+    let next = run.advance();
+    if !run.status.is_final() && run.all_final() {
+        finish(run);
+    }
+    let routes = next
+        .into_iter()
+        .filter_map(|n| run.steps.get(&n).map(|s| (n, s.route.clone())))
+        .collect();
+    (Recorded::Advance(routes), true)
+}
+
+/// Ends a run whose steps are all final: renders its outputs.
+fn finish(run: &mut RunState) {
+    run.finished_ms = Some(now_ms());
+    let outputs = match Workflow::check(run.workflow.clone()) {
+        Ok(w) => w.outputs.as_ref().map(|t| t.render(run)).transpose(),
+        Err(e) => Err(e.0),
+    };
+    match outputs {
+        Ok(v) => {
+            run.status = RunStatus::Succeeded;
+            run.outputs = v;
+        }
+        Err(e) => {
+            run.status = RunStatus::Failed;
+            run.error = Some(format!("cannot build the outputs: {e}"));
+        }
+    }
+}

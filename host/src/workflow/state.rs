@@ -1,0 +1,248 @@
+//! The state of a run, as stored: the spec it runs, its inputs, and every step's status,
+//! attempts, host, timings and output. Any host or the CLI can read it.
+
+use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::spec::{OnFailure, Scope, WorkflowSpec};
+
+/// Where a step is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    /// Waiting for the steps it depends on.
+    Pending,
+    /// Its message is queued; a host will pick it up.
+    Queued,
+    /// A host is running it.
+    Running,
+    /// It failed and waits for its next attempt.
+    Retrying,
+    /// It finished; its output is stored.
+    Succeeded,
+    /// It failed for good.
+    Failed,
+    /// It will not run: a step it depends on did not succeed.
+    Skipped,
+    /// It will not run: the run was cancelled or failed first.
+    Cancelled,
+}
+
+impl StepStatus {
+    /// Whether the step will change no more.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            StepStatus::Succeeded
+                | StepStatus::Failed
+                | StepStatus::Skipped
+                | StepStatus::Cancelled
+        )
+    }
+}
+
+/// Where a run is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Steps are still to run.
+    Running,
+    /// Every step finished (a failed step with `on_failure: continue` counts as finished).
+    Succeeded,
+    /// A step failed, or the outputs could not be built.
+    Failed,
+    /// Someone cancelled it.
+    Cancelled,
+}
+
+impl RunStatus {
+    /// Whether the run will change no more.
+    pub fn is_final(self) -> bool {
+        self != RunStatus::Running
+    }
+}
+
+/// One step of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepState {
+    /// Where it is.
+    pub status: StepStatus,
+    /// The queue route of its actor (`key.<public key>` or `name.<name>`).
+    pub route: String,
+    /// Attempts started (a host that died mid-step leaves one that did not finish).
+    pub attempts: u32,
+    /// Attempts that failed.
+    pub failures: u32,
+    /// The token of its current attempt: whoever holds it may record the result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// The host running it, or that ran it last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// When its last attempt started (Unix milliseconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_ms: Option<u64>,
+    /// When it finished (Unix milliseconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_ms: Option<u64>,
+    /// Its output, once it succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<Value>,
+    /// The error of its last failed attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A run, as stored under `run.<id>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunState {
+    /// The run ID.
+    pub id: String,
+    /// The spec it runs (so any host can schedule it).
+    pub workflow: WorkflowSpec,
+    /// The inputs, defaults included.
+    pub inputs: BTreeMap<String, Value>,
+    /// Where it is.
+    pub status: RunStatus,
+    /// When it was submitted (Unix milliseconds).
+    pub created_ms: u64,
+    /// When it ended (Unix milliseconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_ms: Option<u64>,
+    /// Its steps, by name.
+    pub steps: BTreeMap<String, StepState>,
+    /// Its outputs, once it succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outputs: Option<Value>,
+    /// Why it failed or was cancelled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl Scope for RunState {
+    fn input(&self, name: &str) -> Option<&Value> {
+        self.inputs.get(name)
+    }
+
+    fn output(&self, step: &str) -> Option<&Value> {
+        let s = self.steps.get(step)?;
+        match s.status {
+            StepStatus::Succeeded => s.output.as_ref(),
+            StepStatus::Failed => Some(&Value::Null),
+            _ => None,
+        }
+    }
+
+    fn error(&self, step: &str) -> Option<&str> {
+        let s = self.steps.get(step)?;
+        (s.status == StepStatus::Failed)
+            .then_some(s.error.as_deref())
+            .flatten()
+    }
+
+    fn run_id(&self) -> &str {
+        &self.id
+    }
+
+    fn workflow(&self) -> &str {
+        &self.workflow.name
+    }
+}
+
+impl RunState {
+    /// Whether `step` counts as done for the steps after it: it succeeded, or it failed
+    /// with `on_failure: continue`.
+    fn done_for_dependents(&self, step: &str) -> Option<bool> {
+        let s = self.steps.get(step)?;
+        let spec = self.workflow.steps.iter().find(|x| x.name == step)?;
+        match s.status {
+            StepStatus::Succeeded => Some(true),
+            StepStatus::Failed if spec.on_failure == OnFailure::Continue => Some(true),
+            status if status.is_final() => Some(false),
+            _ => None,
+        }
+    }
+
+    /// Moves pending steps whose dependencies are done to `Queued` (returned, to publish),
+    /// and skips those that can never run.
+    pub fn advance(&mut self) -> Vec<String> {
+        if self.status.is_final() {
+            return Vec::new();
+        }
+        let mut queued = Vec::new();
+        loop {
+            let mut changed = false;
+            for spec in &self.workflow.steps {
+                if self.steps[&spec.name].status != StepStatus::Pending {
+                    continue;
+                }
+                let deps: Vec<Option<bool>> = spec
+                    .depends
+                    .iter()
+                    .map(|d| self.done_for_dependents(d))
+                    .collect();
+                let next = if deps.contains(&Some(false)) {
+                    Some(StepStatus::Skipped)
+                } else if deps.iter().all(|d| *d == Some(true)) {
+                    Some(StepStatus::Queued)
+                } else {
+                    None
+                };
+                if let Some(next) = next {
+                    if let Some(s) = self.steps.get_mut(&spec.name) {
+                        s.status = next;
+                        if next == StepStatus::Skipped {
+                            s.finished_ms = Some(now_ms());
+                        }
+                    }
+                    if next == StepStatus::Queued {
+                        queued.push(spec.name.clone());
+                    }
+                    changed = true;
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
+        queued
+    }
+
+    /// Ends every step that has not started yet, as `Cancelled`.
+    pub fn cancel_waiting(&mut self) {
+        let now = now_ms();
+        for s in self.steps.values_mut() {
+            if matches!(
+                s.status,
+                StepStatus::Pending | StepStatus::Queued | StepStatus::Retrying
+            ) {
+                s.status = StepStatus::Cancelled;
+                s.finished_ms = Some(now);
+            }
+        }
+    }
+
+    /// Whether every step is final.
+    pub fn all_final(&self) -> bool {
+        self.steps.values().all(|s| s.status.is_final())
+    }
+
+    /// Steps that are queued, with their routes (to publish again after a crash).
+    pub fn queued(&self) -> Vec<(String, String)> {
+        self.steps
+            .iter()
+            .filter(|(_, s)| s.status == StepStatus::Queued)
+            .map(|(n, s)| (n.clone(), s.route.clone()))
+            .collect()
+    }
+}
