@@ -52,6 +52,7 @@ impl Backend {
                     subject_prefix: settings.subject_prefix.clone(),
                     bucket: settings.bucket.clone(),
                     ack_wait: settings.ack_wait,
+                    pull_batch: settings.max_concurrent.clamp(1, 16),
                     ..JetStreamOptions::default()
                 };
                 Backend::Nats(Box::new(

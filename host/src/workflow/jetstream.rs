@@ -23,10 +23,6 @@ use super::backend::{BackendError, Delivery, Entry, RunStore, StepMessage, StepQ
 /// Most unacknowledged messages of one route in flight at once, over all hosts.
 const MAX_ACK_PENDING: i64 = 10_000;
 
-/// Messages asked for by one pull request: few, so that a busy host does not hold messages
-/// other hosts could run, nor let them wait in its buffer while their ack wait runs.
-const PULL_BATCH: usize = 16;
-
 /// Where and how the backend keeps its stream, bucket and consumers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JetStreamOptions {
@@ -44,6 +40,10 @@ pub struct JetStreamOptions {
     pub connect_timeout: Duration,
     /// How long a JetStream API request or a publish acknowledgement may take.
     pub request_timeout: Duration,
+    /// Messages asked for by one pull request: few, so that a busy host does not hold
+    /// messages other hosts could run, nor let them wait in its buffer while their ack
+    /// wait runs. Match it to the steps a host runs at once.
+    pub pull_batch: usize,
 }
 
 impl Default for JetStreamOptions {
@@ -56,6 +56,7 @@ impl Default for JetStreamOptions {
             duplicate_window: Duration::from_secs(120),
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(5),
+            pull_batch: 16,
         }
     }
 }
@@ -291,7 +292,7 @@ impl StepQueue for JetStreamBackend {
         };
         let messages = consumer
             .stream()
-            .max_messages_per_batch(PULL_BATCH)
+            .max_messages_per_batch(self.options.pull_batch.max(1))
             .heartbeat(Duration::from_secs(5))
             .messages()
             .await

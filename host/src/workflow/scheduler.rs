@@ -117,6 +117,9 @@ enum Claim {
     Done,
     /// Nothing to do (the run is over, or the step will not run).
     Ignore,
+    /// A stale copy: the message was redelivered to another host, which runs the step.
+    /// Neither acknowledged nor refused, so the newer delivery stays in force.
+    Stale,
 }
 
 /// What recording a result decided.
@@ -171,6 +174,7 @@ impl Scheduler {
                     attempts: 0,
                     failures: 0,
                     token: None,
+                    delivery: 0,
                     host: None,
                     started_ms: None,
                     finished_ms: None,
@@ -312,7 +316,9 @@ impl Scheduler {
         let token = uuid::Uuid::new_v4().simple().to_string();
         let host = self.config.host.clone();
         let claim = self
-            .modify(&msg.run, |run| claim(run, &msg.step, &token, &host))
+            .modify(&msg.run, |run| {
+                claim(run, &msg.step, &token, &host, delivery.delivered())
+            })
             .await;
         let run = match claim {
             Ok(Some((Claim::Run, run))) => run,
@@ -322,6 +328,10 @@ impl Scheduler {
             }
             Ok(Some((Claim::Ignore, _))) => {
                 let _ = delivery.ack().await;
+                return;
+            }
+            Ok(Some((Claim::Stale, _))) => {
+                tracing::debug!(run = %msg.run, step = %msg.step, "stale delivery dropped");
                 return;
             }
             Ok(None) => {
@@ -543,7 +553,7 @@ pub fn output_value(bytes: &[u8]) -> Value {
     }
 }
 
-fn claim(run: &mut RunState, step: &str, token: &str, host: &str) -> (Claim, bool) {
+fn claim(run: &mut RunState, step: &str, token: &str, host: &str, delivered: u64) -> (Claim, bool) {
     if run.status.is_final() {
         return (Claim::Ignore, false);
     }
@@ -555,6 +565,7 @@ fn claim(run: &mut RunState, step: &str, token: &str, host: &str) -> (Claim, boo
         return (Claim::Run, false);
     }
     match s.status {
+        StepStatus::Running if delivered <= s.delivery => (Claim::Stale, false),
         StepStatus::Queued | StepStatus::Retrying | StepStatus::Running => {
             if s.status == StepStatus::Running {
                 tracing::info!(run = %run.id, step, previous = ?s.host, "taking over a step whose host went silent");
@@ -562,6 +573,7 @@ fn claim(run: &mut RunState, step: &str, token: &str, host: &str) -> (Claim, boo
             s.status = StepStatus::Running;
             s.attempts += 1;
             s.token = Some(token.to_string());
+            s.delivery = delivered;
             s.host = Some(host.to_string());
             s.started_ms = Some(now_ms());
             (Claim::Run, true)

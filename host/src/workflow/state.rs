@@ -79,6 +79,10 @@ pub struct StepState {
     /// The token of its current attempt: whoever holds it may record the result.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
+    /// How many times the queue had delivered the message of its current attempt: a
+    /// delivery with no higher count is a stale copy of a message another host took over.
+    #[serde(default)]
+    pub delivery: u64,
     /// The host running it, or that ran it last.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,

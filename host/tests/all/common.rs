@@ -25,7 +25,8 @@ const IMPORTS: &str = r#"
 /// e echo · f fail · h host call (namespace = payload) · c console log (payload) · l loop
 /// forever · g grow memory until refused, then trap · r recurse forever · t trap · b bad
 /// pointer · B respond with N bytes (N = first 4 payload bytes, LE) · p report "boom" then
-/// trap · x return 2 · n bump and return the counter · i return the init marker.
+/// trap · x return 2 · n bump and return the counter · i return the init marker · s spin
+/// about a second, then echo.
 pub fn probe_wat(extra: &str) -> String {
     format!(
         r#"(module
@@ -98,7 +99,15 @@ pub fn probe_wat(extra: &str) -> String {
       (i32.store (i32.const 0x100) (i32.add (i32.load (i32.const 0x100)) (i32.const 1)))
       (call $guest_response (i32.const 0x100) (i32.const 4))
       (return (i32.const 1))))
-    ;; i: the init marker (4 bytes)
+;; s: spin for 2^30 iterations (about a second), then echo
+    (if (i32.eq (local.get $op) (i32.const 0x73)) (then
+      (local.set $n (i32.const 0))
+      (loop $busy
+        (local.set $n (i32.add (local.get $n) (i32.const 1)))
+        (br_if $busy (i32.lt_u (local.get $n) (i32.const 0x40000000))))
+      (call $guest_response (i32.const 0x2000) (local.get $len))
+      (return (i32.const 1))))
+        ;; i: the init marker (4 bytes)
     (if (i32.eq (local.get $op) (i32.const 0x69)) (then
       (call $guest_response (i32.const 0x200) (i32.const 4))
       (return (i32.const 1))))

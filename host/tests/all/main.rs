@@ -22,4 +22,5 @@ mod rust_actors;
 mod snapshot;
 mod up;
 mod workflow;
+mod workflow_hosts;
 mod workflow_jetstream;

@@ -1,0 +1,346 @@
+//! Workflows across real `sigil up` processes that share a NATS server: hosts split the
+//! steps, a host killed mid-step loses nothing, a trigger message starts a run, the CLI
+//! follows runs, and a NATS server restarted mid-run does not lose the run.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use sigil_host::up::workflows::NoRunner;
+use sigil_host::workflow::jetstream::{JetStreamBackend, JetStreamOptions};
+use sigil_host::workflow::scheduler::{Scheduler, SchedulerConfig};
+use sigil_host::workflow::spec::Workflow;
+use sigil_host::workflow::state::{RunState, RunStatus, StepStatus};
+
+use crate::common::*;
+use crate::providers::{Server, spare_port, wait_for_port};
+
+const NATS: &str = "nats://127.0.0.1:4222";
+
+/// Unique stream, bucket and subject names, so tests never share state.
+struct Names {
+    stream: String,
+    bucket: String,
+    prefix: String,
+}
+
+impl Names {
+    fn new() -> Self {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        Names {
+            stream: format!("T_STEPS_{id}"),
+            bucket: format!("T_RUNS_{id}"),
+            prefix: format!("t.{id}.steps"),
+        }
+    }
+
+    fn section(&self, nats: &str, ack_wait: &str) -> String {
+        format!(
+            "[workflows]\nnats = \"{nats}\"\nstream = \"{}\"\nbucket = \"{}\"\nsubject_prefix = \"{}\"\nack_wait = \"{ack_wait}\"\nmax_concurrent = 1\n",
+            self.stream, self.bucket, self.prefix
+        )
+    }
+
+    fn options(&self) -> JetStreamOptions {
+        JetStreamOptions {
+            stream: self.stream.clone(),
+            bucket: self.bucket.clone(),
+            subject_prefix: self.prefix.clone(),
+            ..JetStreamOptions::default()
+        }
+    }
+
+    /// Deletes the test's streams (best effort).
+    async fn clean(&self, nats: &str) {
+        if let Ok(client) = async_nats::connect(nats).await {
+            let js = async_nats::jetstream::new(client);
+            let _ = js.delete_stream(&self.stream).await;
+            let _ = js.delete_stream(format!("KV_{}", self.bucket)).await;
+        }
+    }
+}
+
+/// Writes the signed probe and a host configuration; starts `sigil up` and waits for it.
+fn start_host(dir: &Path, name: &str, extra: &str) -> Server {
+    let probe = dir.join("probe.wasm");
+    if !probe.exists() {
+        std::fs::write(&probe, sign(&probe_wasm(), "probe", &[]).bytes).unwrap();
+    }
+    let admin = spare_port();
+    let config = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &config,
+        format!(
+            "[host]\nname = \"{name}\"\nadmin_address = \"127.0.0.1:{admin}\"\ndrain_timeout = \"2s\"\n\n[[actors]]\npath = \"probe.wasm\"\n\n{extra}"
+        ),
+    )
+    .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_sigil"))
+        .args(["up", "--config"])
+        .arg(&config)
+        .env("SIGIL_CACHE_DIR", dir.join("cache"))
+        .env("SIGIL_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let server = Server(child);
+    wait_for_port(admin);
+    server
+}
+
+fn probe_wasm() -> Vec<u8> {
+    probe()
+}
+
+async fn client(names: &Names, nats: &str) -> Arc<Scheduler> {
+    let backend = JetStreamBackend::connect(nats, names.options())
+        .await
+        .unwrap();
+    Scheduler::new(
+        Arc::new(backend.clone()),
+        Arc::new(backend),
+        Arc::new(NoRunner),
+        SchedulerConfig::default(),
+    )
+}
+
+fn routes(workflow: &Workflow) -> HashMap<String, String> {
+    workflow
+        .spec
+        .steps
+        .iter()
+        .map(|s| (s.name.clone(), "name.probe".to_string()))
+        .collect()
+}
+
+async fn wait_end(scheduler: &Scheduler, id: &str, limit: Duration) -> RunState {
+    tokio::time::timeout(limit, scheduler.wait(id, |_| {}))
+        .await
+        .unwrap_or_else(|_| panic!("run {id} did not end within {limit:?}"))
+        .unwrap()
+}
+
+const FAN_OUT: &str = r#"
+version: 1
+name: fan-out
+steps:
+  - { name: s1, actor: probe, operation: spin, input: { i: 1 } }
+  - { name: s2, actor: probe, operation: spin, input: { i: 2 } }
+  - { name: s3, actor: probe, operation: spin, input: { i: 3 } }
+  - { name: s4, actor: probe, operation: spin, input: { i: 4 } }
+  - { name: s5, actor: probe, operation: spin, input: { i: 5 } }
+  - { name: s6, actor: probe, operation: spin, input: { i: 6 } }
+  - name: join
+    actor: probe
+    operation: echo
+    depends: [s1, s2, s3, s4, s5, s6]
+    input: ["${{ steps.s1.output.i }}", "${{ steps.s2.output.i }}", "${{ steps.s3.output.i }}", "${{ steps.s4.output.i }}", "${{ steps.s5.output.i }}", "${{ steps.s6.output.i }}"]
+outputs: "${{ steps.join.output }}"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_hosts_share_the_steps_and_a_killed_host_loses_nothing() {
+    let names = Names::new();
+    let dir = tempfile::tempdir().unwrap();
+    let section = names.section(NATS, "2s");
+    let mut hosts: BTreeMap<String, Server> = ["h1", "h2", "h3"]
+        .iter()
+        .map(|n| (n.to_string(), start_host(dir.path(), n, &section)))
+        .collect();
+    let scheduler = client(&names, NATS).await;
+    let workflow = Workflow::from_yaml(FAN_OUT).unwrap();
+    let id = scheduler
+        .submit(&workflow, BTreeMap::new(), &routes(&workflow))
+        .await
+        .unwrap();
+
+    // Kill the host of the first running step, mid-step.
+    let started = Instant::now();
+    let (victim, victim_step) = loop {
+        let run = scheduler.status(&id).await.unwrap();
+        if let Some((step, s)) = run
+            .steps
+            .iter()
+            .find(|(_, s)| s.status == StepStatus::Running && s.host.is_some())
+        {
+            break (s.host.clone().unwrap(), step.clone());
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no step started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    drop(hosts.remove(&victim)); // SIGKILL
+
+    let run = wait_end(&scheduler, &id, Duration::from_secs(120)).await;
+    assert_eq!(run.status, RunStatus::Succeeded, "{run:#?}");
+    assert_eq!(run.outputs, Some(json!([1, 2, 3, 4, 5, 6])));
+    let mut used = HashSet::new();
+    for (name, s) in &run.steps {
+        assert_eq!(s.status, StepStatus::Succeeded, "{name}");
+        assert_eq!(s.failures, 0, "{name}");
+        used.insert(s.host.clone().unwrap());
+    }
+    let taken_over = &run.steps[&victim_step];
+    assert!(taken_over.attempts >= 2, "{taken_over:?}");
+    assert_ne!(taken_over.host.as_deref(), Some(victim.as_str()));
+    assert!(used.len() >= 2, "one host ran everything: {used:?}");
+
+    // The CLI reads the same run over NATS.
+    let client_config = dir.path().join("client.toml");
+    std::fs::write(&client_config, &section).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sigil"))
+        .args(["workflow", "status", &id, "--json", "--config"])
+        .arg(&client_config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["status"], "succeeded");
+    assert_eq!(shown["steps"]["join"]["output"], json!([1, 2, 3, 4, 5, 6]));
+    drop(hosts);
+    names.clean(NATS).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trigger_message_starts_a_run_and_the_cli_waits_for_one() {
+    let names = Names::new();
+    let dir = tempfile::tempdir().unwrap();
+    let subject = format!("t.{}.start", uuid::Uuid::new_v4().simple());
+    let spec = dir.path().join("greet.yaml");
+    std::fs::write(
+        &spec,
+        r#"
+version: 1
+name: greet
+inputs: { word: {} }
+steps:
+  - { name: first, actor: probe, operation: echo, input: { said: "${{ inputs.word }}" } }
+  - { name: second, actor: probe, operation: echo, depends: [first], input: "${{ steps.first.output.said }}!" }
+outputs: "${{ steps.second.output }}"
+"#,
+    )
+    .unwrap();
+    let section = format!(
+        "{}\n[[workflows.triggers]]\nsubject = \"{subject}\"\nworkflow = \"greet.yaml\"\n",
+        names.section(NATS, "5s")
+    );
+    let _host = start_host(dir.path(), "trig", &section);
+    let nats = async_nats::connect(NATS).await.unwrap();
+    let reply = tokio::time::timeout(
+        Duration::from_secs(10),
+        nats.request(subject.clone(), r#"{"word": "hello"}"#.into()),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let answer: Value = serde_json::from_slice(&reply.payload).unwrap();
+    let id = answer["run"].as_str().unwrap_or_else(|| panic!("{answer}"));
+    let scheduler = client(&names, NATS).await;
+    let run = wait_end(&scheduler, id, Duration::from_secs(30)).await;
+    assert_eq!(run.status, RunStatus::Succeeded, "{run:#?}");
+    assert_eq!(run.outputs, Some(json!("hello!")));
+
+    // A message that is not a JSON object of inputs is refused with the reason.
+    let reply = nats
+        .request(subject.clone(), "not json".into())
+        .await
+        .unwrap();
+    let answer: Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("not a JSON object"),
+        "{answer}"
+    );
+
+    // The CLI submits to the hosts and follows the run to its end.
+    let client_config = dir.path().join("client.toml");
+    std::fs::write(&client_config, names.section(NATS, "5s")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sigil"))
+        .args(["workflow", "run"])
+        .arg(&spec)
+        .args(["--input", "word=again", "--wait", "--json", "--config"])
+        .arg(&client_config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["outputs"], json!("again!"));
+    names.clean(NATS).await;
+}
+
+/// A NATS server of our own with JetStream, on a spare port, storing in `dir`.
+fn nats_server(port: u16, dir: &Path) -> Server {
+    let child = Command::new("nats-server")
+        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nats-server must be installed");
+    wait_for_port(port);
+    Server(child)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_survives_a_nats_restart() {
+    let names = Names::new();
+    let dir = tempfile::tempdir().unwrap();
+    let store: PathBuf = dir.path().join("jetstream");
+    let port = spare_port();
+    let url = format!("nats://127.0.0.1:{port}");
+    let nats = nats_server(port, &store);
+    let _host = start_host(dir.path(), "solo", &names.section(&url, "3s"));
+    let scheduler = client(&names, &url).await;
+    let workflow = Workflow::from_yaml(
+        r#"
+version: 1
+name: chain
+steps:
+  - { name: a, actor: probe, operation: spin, input: 1 }
+  - { name: b, actor: probe, operation: spin, depends: [a], input: 2 }
+  - { name: c, actor: probe, operation: spin, depends: [b], input: 3 }
+  - { name: d, actor: probe, operation: echo, depends: [c], input: ["${{ steps.a.output }}", "${{ steps.b.output }}", "${{ steps.c.output }}"] }
+outputs: "${{ steps.d.output }}"
+"#,
+    )
+    .unwrap();
+    let id = scheduler
+        .submit(&workflow, BTreeMap::new(), &routes(&workflow))
+        .await
+        .unwrap();
+    // Once the first step is running, stop the server for a while.
+    let started = Instant::now();
+    while scheduler.status(&id).await.unwrap().steps["a"].status != StepStatus::Running {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "step a never ran"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(nats);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let _nats = nats_server(port, &store);
+
+    let run = wait_end(&scheduler, &id, Duration::from_secs(120)).await;
+    assert_eq!(run.status, RunStatus::Succeeded, "{run:#?}");
+    assert_eq!(run.outputs, Some(json!([1, 2, 3])));
+    for (name, s) in &run.steps {
+        assert_eq!(s.status, StepStatus::Succeeded, "{name}");
+    }
+}
