@@ -9,6 +9,10 @@
 //! | GET | `/v1/links` | JSON array of links |
 //! | PUT | `/v1/links` | add a link (JSON body: `actor`, `contract_id`, `link_name`, `provider`, `config`) |
 //! | DELETE | `/v1/links/{actor}/{contract_id}/{link_name}` | remove a link |
+//! | GET | `/v1/runs` | JSON array of workflow runs: ID, workflow, status |
+//! | POST | `/v1/runs` | start a run (JSON body: `workflow`, a spec object or its YAML text, and `inputs`); `201` with `{"run": ID}` |
+//! | GET | `/v1/runs/{id}` | a run's state |
+//! | DELETE | `/v1/runs/{id}` | cancel a run |
 //!
 //! Changes need `Authorization: Bearer <admin_token>` when the configuration sets one.
 
@@ -22,11 +26,17 @@ use sigil_actor::contracts::httpserver::{HttpRequest, HttpResponse};
 use sigil_providers::LinkDefinition;
 use sigil_providers::httpserver::{RequestHandler, ServerHandle, ServerLimits, serve};
 
+use subtle::ConstantTimeEq;
+
 use super::config::{HostConfig, contract_id};
 use super::runtime::{Runtime, RuntimeLinkError};
+use crate::workflow::routes::resolve_remote_routes;
+use crate::workflow::scheduler::{Scheduler, WorkflowError};
+use crate::workflow::spec::Workflow;
 
 struct Admin {
     runtime: Arc<Runtime>,
+    workflows: Option<Arc<Scheduler>>,
     name: String,
     labels: BTreeMap<String, String>,
     token: Option<String>,
@@ -39,10 +49,12 @@ pub async fn serve_admin(
     labels: BTreeMap<String, String>,
     token: Option<String>,
     address: &str,
+    workflows: Option<Arc<Scheduler>>,
 ) -> std::io::Result<ServerHandle> {
     let listener = tokio::net::TcpListener::bind(address).await?;
     let handler = Arc::new(Admin {
         runtime,
+        workflows,
         name,
         labels,
         token,
@@ -63,6 +75,7 @@ pub(super) async fn serve_config(
     runtime: Arc<Runtime>,
     config: &HostConfig,
     address: &str,
+    workflows: Arc<Scheduler>,
 ) -> std::io::Result<ServerHandle> {
     serve_admin(
         runtime,
@@ -70,6 +83,7 @@ pub(super) async fn serve_config(
         config.labels.clone(),
         config.admin_token.clone(),
         address,
+        Some(workflows),
     )
     .await
 }
@@ -95,11 +109,6 @@ fn json(status: u16, value: &impl Serialize) -> HttpResponse {
 
 fn text(status: u16, message: &str) -> HttpResponse {
     respond(status, "text/plain; charset=utf-8", format!("{message}\n"))
-}
-
-/// Compares without an early exit, so the time taken says nothing about the token.
-fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[derive(Serialize)]
@@ -184,7 +193,8 @@ impl Admin {
         request
             .header("authorization")
             .and_then(|h| h.strip_prefix("Bearer "))
-            .is_some_and(|given| same_secret(given.trim().as_bytes(), token.as_bytes()))
+            // Constant time: how long it takes says nothing about the token.
+            .is_some_and(|given| bool::from(given.trim().as_bytes().ct_eq(token.as_bytes())))
     }
 
     async fn put_link(&self, request: &HttpRequest) -> HttpResponse {
@@ -226,6 +236,78 @@ impl Admin {
         {
             Ok(_) => text(200, "link removed"),
             Err(e) => text(404, &e.to_string()),
+        }
+    }
+
+    async fn runs(&self, request: &HttpRequest, rest: &str) -> HttpResponse {
+        let Some(scheduler) = &self.workflows else {
+            return text(404, "this host runs no workflows");
+        };
+        let changes = request.method != "GET";
+        if changes && !self.authorized(request) {
+            return text(
+                401,
+                "this admin endpoint needs `Authorization: Bearer <admin_token>`",
+            );
+        }
+        let found = |r: Result<_, WorkflowError>| match r {
+            Ok(state) => json(200, &state),
+            Err(e @ WorkflowError::NoSuchRun(_)) => text(404, &e.to_string()),
+            Err(e) => text(503, &e.to_string()),
+        };
+        match (request.method.as_str(), rest) {
+            ("GET", "") => match scheduler.list().await {
+                Ok(runs) => {
+                    let list: Vec<_> = runs
+                        .iter()
+                        .map(|r| {
+                            serde_json::json!({
+                                "id": r.id,
+                                "workflow": r.workflow.name,
+                                "status": r.status,
+                                "created_ms": r.created_ms,
+                            })
+                        })
+                        .collect();
+                    json(200, &list)
+                }
+                Err(e) => text(503, &e.to_string()),
+            },
+            ("POST", "") => {
+                #[derive(serde::Deserialize)]
+                struct Submit {
+                    workflow: serde_json::Value,
+                    #[serde(default)]
+                    inputs: BTreeMap<String, serde_json::Value>,
+                }
+                let body: Submit = match serde_json::from_slice(&request.body) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        return text(
+                            400,
+                            &format!(
+                                "the body is not a run request ({e}); send JSON with                                  `workflow` (a spec object or its YAML text) and `inputs`"
+                            ),
+                        );
+                    }
+                };
+                let submitted = async {
+                    let workflow = Workflow::from_value(&body.workflow)?;
+                    let routes = resolve_remote_routes(&workflow)?;
+                    scheduler.submit(&workflow, body.inputs, &routes).await
+                }
+                .await;
+                match submitted {
+                    Ok(id) => json(201, &serde_json::json!({ "run": id })),
+                    Err(e @ (WorkflowError::Spec(_) | WorkflowError::NoSuchRun(_))) => {
+                        text(400, &e.to_string())
+                    }
+                    Err(e) => text(503, &e.to_string()),
+                }
+            }
+            ("GET", id) => found(scheduler.status(id).await),
+            ("DELETE", id) if !id.is_empty() => found(scheduler.cancel(id).await),
+            _ => text(405, "method not allowed"),
         }
     }
 
@@ -290,12 +372,16 @@ impl RequestHandler for Admin {
                 }
                 self.delete_link(&p["/v1/links/".len()..]).await
             }
+            (_, "/v1/runs") => self.runs(&request, "").await,
+            (_, p) if p.starts_with("/v1/runs/") => {
+                self.runs(&request, &p["/v1/runs/".len()..]).await
+            }
             (_, "/healthz" | "/readyz" | "/metrics" | "/v1/status" | "/v1/links") => {
                 text(405, "method not allowed")
             }
             _ => text(
                 404,
-                "not found; see /healthz, /readyz, /metrics, /v1/status, /v1/links",
+                "not found; see /healthz, /readyz, /metrics, /v1/status, /v1/links, /v1/runs",
             ),
         }
     }

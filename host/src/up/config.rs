@@ -53,6 +53,18 @@ pub struct HostConfig {
     pub links: Vec<Located<LinkDefinition>>,
     /// How workflow steps reach this host.
     pub workflows: WorkflowSettings,
+    /// The Argo executor plugin endpoint, when enabled.
+    pub argo: Option<ArgoSettings>,
+}
+
+/// The `[argo]` section: where the executor plugin endpoint listens and the token Argo
+/// sends.
+#[derive(Debug, Clone)]
+pub struct ArgoSettings {
+    /// The listen address.
+    pub address: String,
+    /// The bearer token (read from `token_file` at start when given that way).
+    pub token: String,
 }
 
 /// Where workflow runs and step messages live.
@@ -147,6 +159,15 @@ struct RawConfig {
     links: Vec<Spanned<RawLink>>,
     #[serde(default)]
     workflows: RawWorkflows,
+    argo: Option<Spanned<RawArgo>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawArgo {
+    address: Option<String>,
+    token: Option<String>,
+    token_file: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Default)]
@@ -524,6 +545,46 @@ impl HostConfig {
             });
         }
 
+        let argo = match raw.argo {
+            None => None,
+            Some(a) => {
+                let span = a.span();
+                let a = a.into_inner();
+                let token = match (a.token, a.token_file) {
+                    (Some(t), None) if !t.trim().is_empty() => t.trim().to_string(),
+                    (None, file) => {
+                        let file = file
+                            .map_or_else(|| PathBuf::from("/var/run/argo/token"), |f| resolve(&f));
+                        std::fs::read_to_string(&file)
+                            .map(|t| t.trim().to_string())
+                            .ok()
+                            .filter(|t| !t.is_empty())
+                            .ok_or_else(|| {
+                                source.error(
+                                    span.clone(),
+                                    format!(
+                                        "[argo] needs the token Argo sends: cannot read a token \
+                                         from {}; set token_file to the file Argo mounts, or token",
+                                        file.display()
+                                    ),
+                                )
+                            })?
+                    }
+                    _ => {
+                        return Err(source.error(
+                            span,
+                            "[argo] takes either token or token_file, and the token may not be \
+                             empty",
+                        ));
+                    }
+                };
+                Some(ArgoSettings {
+                    address: a.address.unwrap_or_else(|| "127.0.0.1:4355".into()),
+                    token,
+                })
+            }
+        };
+
         Ok(HostConfig {
             path: path.to_path_buf(),
             name: raw.host.name.unwrap_or_else(default_host_name),
@@ -537,6 +598,7 @@ impl HostConfig {
             providers,
             links,
             workflows,
+            argo,
         })
     }
 

@@ -5,6 +5,7 @@
 //! invocations before it exits.
 
 pub mod admin;
+pub mod argo;
 mod builtin;
 pub mod config;
 pub mod metrics;
@@ -32,6 +33,9 @@ pub struct Running {
     /// The workflow service.
     pub workflows: workflows::WorkflowService,
     admin: Option<ServerHandle>,
+    argo: Option<ServerHandle>,
+    /// Where the Argo executor plugin endpoint listens, if it does.
+    pub argo_address: Option<SocketAddr>,
     drain_timeout: Duration,
 }
 
@@ -43,6 +47,9 @@ impl Running {
         let left = self.runtime.shutdown(self.drain_timeout).await;
         if let Some(admin) = self.admin {
             admin.shutdown(Duration::from_secs(2)).await;
+        }
+        if let Some(argo) = self.argo {
+            argo.shutdown(Duration::from_secs(2)).await;
         }
         left
     }
@@ -113,14 +120,38 @@ pub async fn start_with(
     let (admin, admin_address) = match &config.admin_address {
         None => (None, None),
         Some(address) => {
-            let handle = admin::serve_config(runtime.clone(), config, address)
+            let handle = admin::serve_config(
+                runtime.clone(),
+                config,
+                address,
+                workflows.scheduler.clone(),
+            )
+            .await
+            .map_err(|e| {
+                config.error_at(
+                    0,
+                    format!(
+                        "cannot serve the admin endpoint on {address}: {e}; pick another \
+                             admin_address or \"off\""
+                    ),
+                )
+            })?;
+            let bound = handle.local_addr();
+            (Some(handle), Some(bound))
+        }
+    };
+
+    let (argo, argo_address) = match &config.argo {
+        None => (None, None),
+        Some(a) => {
+            let handle = argo::serve_argo(workflows.scheduler.clone(), a.token.clone(), &a.address)
                 .await
                 .map_err(|e| {
                     config.error_at(
                         0,
                         format!(
-                            "cannot serve the admin endpoint on {address}: {e}; pick another \
-                             admin_address or \"off\""
+                            "cannot serve the Argo plugin endpoint on {}: {e}",
+                            a.address
                         ),
                     )
                 })?;
@@ -130,6 +161,8 @@ pub async fn start_with(
     };
 
     Ok(Running {
+        argo,
+        argo_address,
         runtime,
         admin_address,
         workflows,

@@ -86,3 +86,24 @@ pub fn resolve_routes(
     }
     Ok(routes)
 }
+
+/// The route of every step of a spec that came over the network: actors must be named by
+/// key or name, since a remote caller may not make the host read files.
+pub fn resolve_remote_routes(workflow: &Workflow) -> Result<HashMap<String, String>, SpecError> {
+    let mut routes = HashMap::new();
+    for step in &workflow.spec.steps {
+        match actor_ref(&step.actor, Path::new("."))? {
+            ActorRef::Route(r) => {
+                routes.insert(step.name.clone(), route(&r));
+            }
+            ActorRef::File(_) => {
+                return Err(SpecError(format!(
+                    "step {:?}: name its actor by public key or name; a spec sent over the \
+                     network cannot refer to files",
+                    step.name
+                )));
+            }
+        }
+    }
+    Ok(routes)
+}

@@ -159,8 +159,31 @@ impl Scheduler {
         inputs: BTreeMap<String, Value>,
         routes: &HashMap<String, String>,
     ) -> Result<String, WorkflowError> {
-        let inputs = workflow.resolve_inputs(inputs)?;
         let id = uuid::Uuid::new_v4().simple().to_string();
+        self.submit_as(&id, workflow, inputs, routes).await?;
+        Ok(id)
+    }
+
+    /// Starts a run under a chosen ID (letters, digits, `-` and `_`); when a run with that
+    /// ID exists already, nothing is started and `false` is returned, so submitting twice
+    /// is harmless.
+    pub async fn submit_as(
+        &self,
+        id: &str,
+        workflow: &Workflow,
+        inputs: BTreeMap<String, Value>,
+        routes: &HashMap<String, String>,
+    ) -> Result<bool, WorkflowError> {
+        let inputs = workflow.resolve_inputs(inputs)?;
+        if id.is_empty()
+            || id.len() > 128
+            || !id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(SpecError(format!("{id:?} is not a valid run ID")).into());
+        }
+        let id = id.to_string();
         let mut steps = BTreeMap::new();
         for name in &workflow.order {
             let route = routes.get(name).cloned().ok_or_else(|| {
@@ -197,11 +220,17 @@ impl Scheduler {
         run.advance();
         let bytes = encode(&run)?;
         let key = run_key(&id);
-        self.patiently(|| self.store.create(&key, bytes.clone()))
-            .await?;
+        match self
+            .patiently(|| self.store.create(&key, bytes.clone()))
+            .await
+        {
+            Ok(_) => {}
+            Err(BackendError::Conflict { .. }) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        }
         self.publish_queued(&run).await?;
         tracing::info!(run = %id, workflow = %workflow.spec.name, "run submitted");
-        Ok(id)
+        Ok(true)
     }
 
     /// The state of a run.

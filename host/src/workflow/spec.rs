@@ -527,6 +527,18 @@ impl Workflow {
         Workflow::check(spec)
     }
 
+    /// Checks a spec sent as JSON: the spec itself as an object, or its YAML text.
+    pub fn from_value(value: &Value) -> Result<Workflow, SpecError> {
+        match value {
+            Value::String(yaml) => Workflow::from_yaml(yaml),
+            other => {
+                let spec: WorkflowSpec = serde_json::from_value(other.clone())
+                    .map_err(|e| err(format!("not a workflow spec: {e}")))?;
+                Workflow::check(spec)
+            }
+        }
+    }
+
     /// Reads and checks a spec file.
     pub fn from_file(path: &Path) -> Result<Workflow, SpecError> {
         let text =

@@ -23,4 +23,5 @@ mod snapshot;
 mod up;
 mod workflow;
 mod workflow_hosts;
+mod workflow_http;
 mod workflow_jetstream;

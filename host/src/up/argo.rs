@@ -1,0 +1,351 @@
+//! The Argo Workflows executor plugin: Argo hands templates that carry a `sigil` plugin
+//! section to this endpoint, and Sigil runs them as workflows of signed steps.
+//!
+//! `POST /api/v1/template.execute` with Argo's body
+//! `{workflow: {metadata: {name, namespace, uid}}, template: {name, inputs, plugin}}`:
+//! - a template without `plugin.sigil` is not ours: the answer is `{}`;
+//! - otherwise the run is started (once: its ID is derived from the workflow's uid, the
+//!   template name and the inputs, so Argo's retries find the same run), and the answer is
+//!   `{node: {phase, message, outputs}}`, with `requeue` while it runs so that no request
+//!   waits anywhere near Argo's 30-second client timeout.
+//!
+//! Every request must carry `Authorization: Bearer <token>`, the token Argo mounts for its
+//! plugins; it is compared in constant time.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sigil_actor::contracts::httpserver::{HttpRequest, HttpResponse};
+use sigil_providers::httpserver::{RequestHandler, ServerHandle, ServerLimits, serve};
+use subtle::ConstantTimeEq;
+
+use crate::workflow::routes::resolve_remote_routes;
+use crate::workflow::scheduler::Scheduler;
+use crate::workflow::spec::{InputSpec, StepSpec, Workflow, WorkflowSpec};
+use crate::workflow::state::{RunState, RunStatus, StepStatus};
+
+/// How long a request waits for a run to end before answering `Running`.
+const ANSWER_WITHIN: Duration = Duration::from_secs(5);
+/// When Argo should ask again about a running node.
+const REQUEUE: &str = "2s";
+
+/// The `plugin.sigil` section of a template.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SigilPlugin {
+    /// A whole workflow: a spec object or its YAML text. Template parameters and artifacts
+    /// are its inputs.
+    #[serde(default)]
+    workflow: Option<Value>,
+    /// Or one step: the actor (key or name)...
+    #[serde(default)]
+    actor: Option<String>,
+    /// ...its operation...
+    #[serde(default)]
+    operation: Option<String>,
+    /// ...and its request (default: an object of all inputs).
+    #[serde(default)]
+    input: Option<Value>,
+    /// The step's timeout.
+    #[serde(default)]
+    timeout: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct Metadata {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    uid: String,
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct ArgoWorkflow {
+    #[serde(default)]
+    metadata: Metadata,
+}
+
+#[derive(Debug, Deserialize)]
+struct Parameter {
+    name: String,
+    #[serde(default)]
+    value: Option<Value>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct Inputs {
+    #[serde(default)]
+    parameters: Vec<Parameter>,
+    #[serde(default)]
+    artifacts: Vec<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Template {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    inputs: Inputs,
+    #[serde(default)]
+    plugin: serde_json::Map<String, Value>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ExecuteRequest {
+    #[serde(default)]
+    workflow: ArgoWorkflow,
+    template: Template,
+}
+
+struct Plugin {
+    scheduler: Arc<Scheduler>,
+    token: String,
+}
+
+/// Serves the executor plugin endpoint on `address`; `token` is the bearer token Argo
+/// sends.
+pub async fn serve_argo(
+    scheduler: Arc<Scheduler>,
+    token: String,
+    address: &str,
+) -> std::io::Result<ServerHandle> {
+    let listener = tokio::net::TcpListener::bind(address).await?;
+    serve(
+        listener,
+        Arc::new(Plugin { scheduler, token }),
+        ServerLimits {
+            max_body_bytes: 4 << 20,
+            timeout: ANSWER_WITHIN + Duration::from_secs(10),
+        },
+    )
+    .await
+}
+
+fn reply(status: u16, value: &Value) -> HttpResponse {
+    let mut response = HttpResponse::new(status);
+    response
+        .headers
+        .push(("content-type".into(), "application/json".into()));
+    response.body = value.to_string().into_bytes();
+    response
+}
+
+fn failed(message: impl Into<String>) -> HttpResponse {
+    reply(
+        200,
+        &json!({ "node": { "phase": "Failed", "message": message.into() } }),
+    )
+}
+
+/// A name usable as a workflow or input name: other characters become `-`.
+fn tidy(name: &str) -> String {
+    let t: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(64)
+        .collect();
+    if t.is_empty() { "argo".into() } else { t }
+}
+
+impl Plugin {
+    fn authorized(&self, request: &HttpRequest) -> bool {
+        request
+            .header("authorization")
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .is_some_and(|given| bool::from(given.trim().as_bytes().ct_eq(self.token.as_bytes())))
+    }
+
+    async fn execute(&self, request: ExecuteRequest) -> HttpResponse {
+        let Some(section) = request.template.plugin.get("sigil") else {
+            return reply(200, &json!({}));
+        };
+        let plugin: SigilPlugin = match serde_json::from_value(section.clone()) {
+            Ok(p) => p,
+            Err(e) => return failed(format!("the sigil plugin section is invalid: {e}")),
+        };
+        let template = &request.template;
+        let mut inputs: BTreeMap<String, Value> = BTreeMap::new();
+        for p in &template.inputs.parameters {
+            inputs.insert(tidy(&p.name), p.value.clone().unwrap_or(Value::Null));
+        }
+        // Artifacts stay where Argo keeps them: a step gets the location and reads the
+        // object through its blob-store link.
+        for a in &template.inputs.artifacts {
+            if let Some(name) = a.get("name").and_then(Value::as_str) {
+                inputs.insert(tidy(name), a.clone());
+            }
+        }
+        let workflow = match build_workflow(&plugin, &template.name, &inputs) {
+            Ok(w) => w,
+            Err(e) => return failed(e),
+        };
+        let routes = match resolve_remote_routes(&workflow) {
+            Ok(r) => r,
+            Err(e) => return failed(e.0),
+        };
+        let key = format!(
+            "{}/{}/{}",
+            request.workflow.metadata.uid,
+            template.name,
+            serde_json::to_string(&inputs).unwrap_or_default()
+        );
+        let id = format!("argo-{}", &blake3::hash(key.as_bytes()).to_hex()[..32]);
+        if let Err(e) = self
+            .scheduler
+            .submit_as(&id, &workflow, inputs, &routes)
+            .await
+        {
+            return failed(e.to_string());
+        }
+        tracing::debug!(run = %id, argo_workflow = %request.workflow.metadata.name, template = %template.name, "argo node");
+        let state =
+            match tokio::time::timeout(ANSWER_WITHIN, self.scheduler.wait(&id, |_| {})).await {
+                Ok(Ok(state)) => state,
+                Ok(Err(e)) => return failed(e.to_string()),
+                Err(_) => match self.scheduler.status(&id).await {
+                    Ok(state) => state,
+                    Err(e) => return failed(e.to_string()),
+                },
+            };
+        reply(200, &node(&state))
+    }
+}
+
+/// The workflow a template asks for.
+fn build_workflow(
+    plugin: &SigilPlugin,
+    template: &str,
+    inputs: &BTreeMap<String, Value>,
+) -> Result<Workflow, String> {
+    if let Some(spec) = &plugin.workflow {
+        return Workflow::from_value(spec).map_err(|e| e.0);
+    }
+    let (Some(actor), Some(operation)) = (&plugin.actor, &plugin.operation) else {
+        return Err("the sigil plugin section needs `workflow`, or `actor` and `operation`".into());
+    };
+    let input = plugin.input.clone().unwrap_or_else(|| {
+        Value::Object(
+            inputs
+                .keys()
+                .map(|k| (k.clone(), Value::String(format!("${{{{ inputs.{k} }}}}"))))
+                .collect(),
+        )
+    });
+    let spec = WorkflowSpec {
+        version: crate::workflow::spec::VERSION,
+        name: tidy(template),
+        description: None,
+        inputs: inputs
+            .keys()
+            .map(|k| (k.clone(), InputSpec::default()))
+            .collect(),
+        steps: vec![StepSpec {
+            name: "step".into(),
+            actor: actor.clone(),
+            operation: operation.clone(),
+            input: Some(input),
+            depends: Vec::new(),
+            retry: None,
+            timeout: plugin.timeout.clone(),
+            on_failure: Default::default(),
+        }],
+        outputs: Some(Value::String("${{ steps.step.output }}".into())),
+    };
+    Workflow::check(spec).map_err(|e| e.0)
+}
+
+/// The node result Argo expects for a run's state.
+fn node(state: &RunState) -> Value {
+    match state.status {
+        RunStatus::Running => {
+            let running: Vec<&str> = state
+                .steps
+                .iter()
+                .filter(|(_, s)| s.status == StepStatus::Running)
+                .map(|(n, _)| n.as_str())
+                .collect();
+            let done = state.steps.values().filter(|s| s.status.is_final()).count();
+            json!({
+                "node": {
+                    "phase": "Running",
+                    "message": format!("sigil run {}: running {}", state.id, running.join(", ")),
+                    "progress": format!("{done}/{}", state.steps.len()),
+                },
+                "requeue": REQUEUE,
+            })
+        }
+        RunStatus::Succeeded => {
+            let parameters: Vec<Value> = match &state.outputs {
+                Some(Value::Object(map)) => map
+                    .iter()
+                    .map(|(k, v)| json!({ "name": k, "value": as_parameter(v) }))
+                    .collect(),
+                Some(v) => vec![json!({ "name": "result", "value": as_parameter(v) })],
+                None => Vec::new(),
+            };
+            json!({
+                "node": {
+                    "phase": "Succeeded",
+                    "message": format!("sigil run {}", state.id),
+                    "outputs": { "parameters": parameters },
+                }
+            })
+        }
+        RunStatus::Failed | RunStatus::Cancelled => json!({
+            "node": {
+                "phase": "Failed",
+                "message": format!(
+                    "sigil run {}: {}",
+                    state.id,
+                    state.error.as_deref().unwrap_or("failed")
+                ),
+            }
+        }),
+    }
+}
+
+/// Argo parameters are strings: text as it is, anything else as JSON.
+fn as_parameter(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+#[async_trait]
+impl RequestHandler for Plugin {
+    async fn handle(&self, request: HttpRequest) -> HttpResponse {
+        if request.path.trim_end_matches('/') != "/api/v1/template.execute" {
+            return reply(
+                404,
+                &json!({ "error": "not found; Argo calls POST /api/v1/template.execute" }),
+            );
+        }
+        if request.method != "POST" {
+            return reply(405, &json!({ "error": "use POST" }));
+        }
+        if !self.authorized(&request) {
+            return reply(
+                403,
+                &json!({ "error": "missing or wrong `Authorization: Bearer` token" }),
+            );
+        }
+        match serde_json::from_slice::<ExecuteRequest>(&request.body) {
+            Ok(r) => self.execute(r).await,
+            Err(e) => reply(
+                400,
+                &json!({ "error": format!("not an executor plugin request: {e}") }),
+            ),
+        }
+    }
+}

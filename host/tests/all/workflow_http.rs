@@ -1,0 +1,250 @@
+//! Runs started over HTTP: the admin API's `/v1/runs`, and the Argo executor plugin
+//! endpoint answering requests shaped like Argo's.
+
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::common::*;
+use crate::providers::{Server, http_request, spare_port, wait_for_port};
+
+const TOKEN: &str = "argo-test-token";
+
+struct Host {
+    _server: Server,
+    admin: SocketAddr,
+    argo: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+fn start() -> Host {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("probe.wasm"),
+        sign(&probe(), "probe", &[]).bytes,
+    )
+    .unwrap();
+    let (admin, argo) = (spare_port(), spare_port());
+    let config = dir.path().join("host.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[host]
+name = "plugin-host"
+admin_address = "127.0.0.1:{admin}"
+admin_token = "admin-secret"
+
+[limits]
+deadline = "7s"
+
+[argo]
+address = "127.0.0.1:{argo}"
+token = "{TOKEN}"
+
+[[actors]]
+path = "probe.wasm"
+"#
+        ),
+    )
+    .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_sigil"))
+        .args(["up", "--config"])
+        .arg(&config)
+        .env("SIGIL_CACHE_DIR", dir.path().join("cache"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let server = Server(child);
+    wait_for_port(admin);
+    wait_for_port(argo);
+    Host {
+        _server: server,
+        admin: ([127, 0, 0, 1], admin).into(),
+        argo: ([127, 0, 0, 1], argo).into(),
+        _dir: dir,
+    }
+}
+
+/// An executor plugin request as Argo sends it.
+fn argo_request(uid: &str, template: Value) -> String {
+    json!({
+        "workflow": { "metadata": { "name": "hello-abc12", "namespace": "argo", "uid": uid } },
+        "template": template,
+    })
+    .to_string()
+}
+
+fn execute(host: &Host, token: Option<&str>, body: &str) -> (u16, Value) {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = auth
+        .as_deref()
+        .map(|a| vec![("authorization", a)])
+        .unwrap_or_default();
+    let (status, text) = http_request(
+        host.argo,
+        "POST",
+        "/api/v1/template.execute",
+        &headers,
+        body,
+    );
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+#[test]
+fn the_argo_plugin_runs_sigil_templates_idempotently_and_requires_the_token() {
+    let host = start();
+    let echo = json!({
+        "name": "say",
+        "inputs": { "parameters": [ { "name": "message", "value": "hi from argo" } ] },
+        "plugin": { "sigil": { "actor": "probe", "operation": "echo",
+                               "input": { "said": "${{ inputs.message }}" } } }
+    });
+    let body = argo_request("uid-1", echo.clone());
+
+    // Without the token, or with a wrong one: refused.
+    assert_eq!(execute(&host, None, &body).0, 403);
+    assert_eq!(execute(&host, Some("wrong"), &body).0, 403);
+
+    // Not a Sigil template: an empty answer.
+    let other = argo_request(
+        "uid-1",
+        json!({ "name": "other", "plugin": { "slack": {} } }),
+    );
+    assert_eq!(execute(&host, Some(TOKEN), &other), (200, json!({})));
+
+    // A one-step template: its outputs come back as parameters.
+    let (status, first) = execute(&host, Some(TOKEN), &body);
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["node"]["phase"], "Succeeded", "{first}");
+    assert_eq!(
+        first["node"]["outputs"]["parameters"],
+        json!([{ "name": "said", "value": "hi from argo" }])
+    );
+    // Argo retries: the same node finds the same run, which ran once.
+    let (_, again) = execute(&host, Some(TOKEN), &body);
+    assert_eq!(again["node"]["message"], first["node"]["message"]);
+    let (_, runs) = http_request(host.admin, "GET", "/v1/runs", &[], "");
+    let runs: Value = serde_json::from_str(&runs).unwrap();
+    assert_eq!(runs.as_array().unwrap().len(), 1, "{runs}");
+
+    // A whole workflow, inline.
+    let flow = json!({
+        "name": "pipeline",
+        "inputs": { "parameters": [ { "name": "word", "value": "x" } ] },
+        "plugin": { "sigil": { "workflow": "version: 1\nname: inline\ninputs: { word: {} }\nsteps:\n  - { name: a, actor: probe, operation: echo, input: \"${{ inputs.word }}${{ inputs.word }}\" }\n  - { name: b, actor: probe, operation: echo, depends: [a], input: { doubled: \"${{ steps.a.output }}\" } }\noutputs: \"${{ steps.b.output }}\"\n" } }
+    });
+    let (_, answer) = execute(&host, Some(TOKEN), &argo_request("uid-2", flow));
+    assert_eq!(answer["node"]["phase"], "Succeeded", "{answer}");
+    assert_eq!(
+        answer["node"]["outputs"]["parameters"],
+        json!([{ "name": "doubled", "value": "xx" }])
+    );
+
+    // A long step: answered as Running with a requeue, well within Argo's timeout, then
+    // as Failed with the step's error once its deadline passes.
+    let slow = json!({
+        "name": "spin-forever",
+        "plugin": { "sigil": { "actor": "probe", "operation": "loop" } }
+    });
+    let body = argo_request("uid-3", slow);
+    let asked = Instant::now();
+    let (_, running) = execute(&host, Some(TOKEN), &body);
+    assert!(asked.elapsed() < Duration::from_secs(20));
+    assert_eq!(running["node"]["phase"], "Running", "{running}");
+    assert_eq!(running["requeue"], "2s");
+    let ended = loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let (_, n) = execute(&host, Some(TOKEN), &body);
+        if n["node"]["phase"] != "Running" {
+            break n;
+        }
+        assert!(asked.elapsed() < Duration::from_secs(60), "{n}");
+    };
+    assert_eq!(ended["node"]["phase"], "Failed");
+    assert!(
+        ended["node"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("deadline"),
+        "{ended}"
+    );
+
+    // A template whose plugin section names a file is refused: Argo may not make the host
+    // read files.
+    let file = json!({
+        "name": "sneaky",
+        "plugin": { "sigil": { "actor": "/etc/passwd.wasm", "operation": "x" } }
+    });
+    let (_, refused) = execute(&host, Some(TOKEN), &argo_request("uid-4", file));
+    assert_eq!(refused["node"]["phase"], "Failed");
+    assert!(
+        refused["node"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("cannot refer to files")
+    );
+}
+
+#[test]
+fn the_admin_api_starts_follows_and_cancels_runs() {
+    let host = start();
+    let auth = [("authorization", "Bearer admin-secret")];
+    let spec = "version: 1\nname: api\ninputs: { n: {} }\nsteps:\n  - { name: a, actor: probe, operation: echo, input: { n: \"${{ inputs.n }}\" } }\noutputs: \"${{ steps.a.output.n }}\"\n";
+    let body = json!({ "workflow": spec, "inputs": { "n": 7 } }).to_string();
+    assert_eq!(
+        http_request(host.admin, "POST", "/v1/runs", &[], &body).0,
+        401
+    );
+    let (status, created) = http_request(host.admin, "POST", "/v1/runs", &auth, &body);
+    assert_eq!(status, 201, "{created}");
+    let id = serde_json::from_str::<Value>(&created).unwrap()["run"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let started = Instant::now();
+    let state = loop {
+        let (_, s) = http_request(host.admin, "GET", &format!("/v1/runs/{id}"), &[], "");
+        let s: Value = serde_json::from_str(&s).unwrap();
+        if s["status"] != "running" {
+            break s;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20));
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(state["status"], "succeeded");
+    assert_eq!(state["outputs"], 7);
+
+    // A long run, cancelled.
+    let body = json!({ "workflow": { "version": 1, "name": "long", "steps": [
+        { "name": "spin", "actor": "probe", "operation": "loop" },
+        { "name": "after", "actor": "probe", "operation": "echo", "depends": ["spin"] } ] } })
+    .to_string();
+    let (_, created) = http_request(host.admin, "POST", "/v1/runs", &auth, &body);
+    let id = serde_json::from_str::<Value>(&created).unwrap()["run"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (status, cancelled) =
+        http_request(host.admin, "DELETE", &format!("/v1/runs/{id}"), &auth, "");
+    assert_eq!(status, 200);
+    let cancelled: Value = serde_json::from_str(&cancelled).unwrap();
+    assert_eq!(cancelled["status"], "cancelled");
+    assert_eq!(cancelled["steps"]["after"]["status"], "cancelled");
+
+    // Bad specs are refused with the reason.
+    let bad = json!({ "workflow": "version: 1\nname: bad\nsteps: []\n" }).to_string();
+    let (status, why) = http_request(host.admin, "POST", "/v1/runs", &auth, &bad);
+    assert_eq!(status, 400);
+    assert!(why.contains("at least one step"), "{why}");
+    assert_eq!(
+        http_request(host.admin, "GET", "/v1/runs/nope", &[], "").0,
+        404
+    );
+}
