@@ -358,9 +358,10 @@ impl Delivery for JetStreamDelivery {
     }
 
     async fn ack(self: Box<Self>) -> Result<(), BackendError> {
-        // Waits for the server to confirm, so an acknowledged step is not run again.
+        // Not confirmed: a lost acknowledgement only means a redelivery, which the
+        // scheduler answers without running the step again (its result is stored).
         self.message
-            .double_ack()
+            .ack()
             .await
             .map_err(|err| unavailable("acknowledging a step message", err))
     }

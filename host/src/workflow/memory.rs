@@ -31,7 +31,14 @@ struct Inner {
     entries: Mutex<HashMap<String, Entry>>,
     revision: AtomicU64,
     routes: Mutex<HashMap<String, Arc<Route>>>,
-    seen: Mutex<HashMap<String, Instant>>,
+    seen: Mutex<Seen>,
+}
+
+/// Message IDs published within the deduplication window, oldest first.
+#[derive(Default)]
+struct Seen {
+    ids: std::collections::HashSet<String>,
+    order: VecDeque<(Instant, String)>,
 }
 
 /// The queue of one route.
@@ -113,10 +120,18 @@ impl StepQueue for MemoryBackend {
         {
             let now = Instant::now();
             let mut seen = lock(&self.inner.seen);
-            seen.retain(|_, at| now.duration_since(*at) < DUPLICATE_WINDOW);
-            if seen.insert(id.to_string(), now).is_some() {
+            while let Some((at, _)) = seen.order.front() {
+                if now.duration_since(*at) < DUPLICATE_WINDOW {
+                    break;
+                }
+                if let Some((_, old)) = seen.order.pop_front() {
+                    seen.ids.remove(&old);
+                }
+            }
+            if !seen.ids.insert(id.to_string()) {
                 return Ok(());
             }
+            seen.order.push_back((now, id.to_string()));
         }
         self.route(route).push(message.clone(), 0);
         Ok(())

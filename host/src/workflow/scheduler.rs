@@ -80,8 +80,22 @@ impl Default for SchedulerConfig {
     }
 }
 
+/// A step result this host stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepEvent {
+    /// The run.
+    pub run: String,
+    /// The step.
+    pub step: String,
+    /// What it became.
+    pub status: StepStatus,
+    /// The run's status after it.
+    pub run_status: RunStatus,
+}
+
 /// The scheduler of one host; clone the `Arc` to share it.
 pub struct Scheduler {
+    events: tokio::sync::broadcast::Sender<StepEvent>,
     store: Arc<dyn RunStore>,
     queue: Arc<dyn StepQueue>,
     runner: Arc<dyn StepRunner>,
@@ -141,6 +155,7 @@ impl Scheduler {
         config: SchedulerConfig,
     ) -> Arc<Self> {
         Arc::new(Scheduler {
+            events: tokio::sync::broadcast::channel(4096).0,
             permits: Arc::new(Semaphore::new(config.max_concurrent.max(1))),
             store,
             queue,
@@ -302,6 +317,12 @@ impl Scheduler {
         }
     }
 
+    /// The results this host stores from now on, as they are stored (a receiver that
+    /// falls behind misses the oldest).
+    pub fn events(&self) -> tokio::sync::broadcast::Receiver<StepEvent> {
+        self.events.subscribe()
+    }
+
     /// Starts consuming the steps of `route` on this host.
     pub async fn serve(self: &Arc<Self>, route: &str) -> Result<(), WorkflowError> {
         let mut stream = self.patiently(|| self.queue.consume(route)).await?;
@@ -345,21 +366,21 @@ impl Scheduler {
         let token = uuid::Uuid::new_v4().simple().to_string();
         let host = self.config.host.clone();
         let claim = self
-            .modify(&msg.run, |run| {
+            .modify_from(&msg.run, None, |run| {
                 claim(run, &msg.step, &token, &host, delivery.delivered())
             })
             .await;
-        let run = match claim {
-            Ok(Some((Claim::Run, run))) => run,
-            Ok(Some((Claim::Done, run))) => {
+        let (run, revision) = match claim {
+            Ok(Some((Claim::Run, run, revision))) => (run, revision),
+            Ok(Some((Claim::Done, run, _))) => {
                 self.settle(delivery, self.publish_queued(&run).await).await;
                 return;
             }
-            Ok(Some((Claim::Ignore, _))) => {
+            Ok(Some((Claim::Ignore, _, _))) => {
                 let _ = delivery.ack().await;
                 return;
             }
-            Ok(Some((Claim::Stale, _))) => {
+            Ok(Some((Claim::Stale, _, _))) => {
                 tracing::debug!(run = %msg.run, step = %msg.step, "stale delivery dropped");
                 return;
             }
@@ -374,13 +395,31 @@ impl Scheduler {
                 return;
             }
         };
-        let outcome = self.execute(&run, &msg.step, delivery.as_ref()).await;
+        let workflow = self.workflow(&run);
+        let outcome = match &workflow {
+            Ok(w) => self.execute(w, &run, &msg.step, delivery.as_ref()).await,
+            Err(e) => Err((e.to_string(), false)),
+        };
         if let Err(e) = &outcome {
             tracing::info!(run = %msg.run, step = %msg.step, error = %e.0, "step failed");
         }
+        let workflow = workflow.ok();
         let recorded = self
-            .modify(&msg.run, |run| record(run, &msg.step, &token, &outcome))
-            .await;
+            .modify_from(&msg.run, Some((run, revision)), |run| {
+                record(run, workflow.as_deref(), &msg.step, &token, &outcome)
+            })
+            .await
+            .map(|r| r.map(|(answer, run, _)| (answer, run)));
+        if let Ok(Some((Recorded::Advance(_) | Recorded::Retry(_), run))) = &recorded
+            && let Some(s) = run.steps.get(&msg.step)
+        {
+            let _ = self.events.send(StepEvent {
+                run: run.id.clone(),
+                step: msg.step.clone(),
+                status: s.status,
+                run_status: run.status,
+            });
+        }
         match recorded {
             Ok(Some((Recorded::Advance(next), run))) => {
                 let published = self.publish(&run.id, &next).await;
@@ -419,11 +458,11 @@ impl Scheduler {
     /// could help.
     async fn execute(
         &self,
+        workflow: &Workflow,
         run: &RunState,
         step_name: &str,
         delivery: &dyn Delivery,
     ) -> Result<Value, (String, bool)> {
-        let workflow = self.workflow(run).map_err(|e| (e.to_string(), false))?;
         let step = workflow
             .steps
             .get(step_name)
@@ -449,8 +488,10 @@ impl Scheduler {
             }
         };
         tokio::pin!(call);
-        let mut ticks = tokio::time::interval(self.config.progress_interval);
-        ticks.tick().await;
+        // The first signal after one interval (an interval's immediate first tick would
+        // still wait for the timer's next millisecond).
+        let every = self.config.progress_interval;
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         let result = loop {
             tokio::select! {
                 r = &mut call => break r,
@@ -500,24 +541,44 @@ impl Scheduler {
     async fn modify<R>(
         &self,
         id: &str,
-        mut change: impl FnMut(&mut RunState) -> (R, bool),
+        change: impl FnMut(&mut RunState) -> (R, bool),
     ) -> Result<Option<(R, RunState)>, WorkflowError> {
+        Ok(self
+            .modify_from(id, None, change)
+            .await?
+            .map(|(answer, run, _)| (answer, run)))
+    }
+
+    /// [`Scheduler::modify`], starting from `known` (a state and its revision, as this host
+    /// last wrote it) instead of reading, when given: if nobody changed the run since, that
+    /// saves a read. Answers the revision written (or read, when nothing changed).
+    async fn modify_from<R>(
+        &self,
+        id: &str,
+        mut known: Option<(RunState, u64)>,
+        mut change: impl FnMut(&mut RunState) -> (R, bool),
+    ) -> Result<Option<(R, RunState, u64)>, WorkflowError> {
         let key = run_key(id);
         loop {
-            let Some(entry) = self.patiently(|| self.store.get(&key)).await? else {
-                return Ok(None);
+            let (mut run, revision) = match known.take() {
+                Some(k) => k,
+                None => {
+                    let Some(entry) = self.patiently(|| self.store.get(&key)).await? else {
+                        return Ok(None);
+                    };
+                    (decode(id, &entry.value)?, entry.revision)
+                }
             };
-            let mut run = decode(id, &entry.value)?;
             let (answer, changed) = change(&mut run);
             if !changed {
-                return Ok(Some((answer, run)));
+                return Ok(Some((answer, run, revision)));
             }
             let bytes = encode(&run)?;
             match self
-                .patiently(|| self.store.update(&key, bytes.clone(), entry.revision))
+                .patiently(|| self.store.update(&key, bytes.clone(), revision))
                 .await
             {
-                Ok(_) => return Ok(Some((answer, run))),
+                Ok(written) => return Ok(Some((answer, run, written))),
                 Err(BackendError::Conflict { .. }) => continue,
                 Err(e) => return Err(e.into()),
             }
@@ -614,6 +675,7 @@ fn claim(run: &mut RunState, step: &str, token: &str, host: &str, delivered: u64
 
 fn record(
     run: &mut RunState,
+    workflow: Option<&Workflow>,
     step: &str,
     token: &str,
     outcome: &Result<Value, (String, bool)>,
@@ -653,8 +715,7 @@ fn record(
             if *retryable && s.failures < max_attempts && !run.status.is_final() {
                 s.status = StepStatus::Retrying;
                 let failures = s.failures;
-                let delay = Workflow::check(run.workflow.clone())
-                    .ok()
+                let delay = workflow
                     .and_then(|w| w.steps.get(step).map(|st| st.backoff(failures)))
                     .unwrap_or(Duration::from_secs(1));
                 return (Recorded::Retry(delay), true);
@@ -677,7 +738,7 @@ fn record(
     }
     let next = run.advance();
     if !run.status.is_final() && run.all_final() {
-        finish(run);
+        finish(run, workflow);
     }
     let routes = next
         .into_iter()
@@ -687,11 +748,19 @@ fn record(
 }
 
 /// Ends a run whose steps are all final: renders its outputs.
-fn finish(run: &mut RunState) {
+fn finish(run: &mut RunState, workflow: Option<&Workflow>) {
     run.finished_ms = Some(now_ms());
-    let outputs = match Workflow::check(run.workflow.clone()) {
+    let checked;
+    let workflow = match workflow {
+        Some(w) => Ok(w),
+        None => {
+            checked = Workflow::check(run.workflow.clone());
+            checked.as_ref().map_err(|e| e.0.clone())
+        }
+    };
+    let outputs = match workflow {
         Ok(w) => w.outputs.as_ref().map(|t| t.render(run)).transpose(),
-        Err(e) => Err(e.0),
+        Err(e) => Err(e),
     };
     match outputs {
         Ok(v) => {

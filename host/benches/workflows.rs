@@ -1,0 +1,256 @@
+//! Workflow step dispatch: latency from submitting a one-step run to its result being
+//! stored (p50, p99), and throughput in steps per second, with 1, 2 and 3 hosts on NATS
+//! JetStream and on the in-process backend; and, for comparison, a native process spawned
+//! per step (the floor under a container per step).
+//!
+//! "Hosts" here are schedulers with their own NATS connection in one process (the machine
+//! has two cores either way). Needs NATS with JetStream on 127.0.0.1:4222.
+//! Run: `cargo bench -p sigil-host --bench workflows`.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use sigil_host::workflow::jetstream::{JetStreamBackend, JetStreamOptions};
+use sigil_host::workflow::memory::MemoryBackend;
+use sigil_host::workflow::scheduler::{Scheduler, SchedulerConfig, StepEvent, StepRunner};
+use sigil_host::workflow::spec::Workflow;
+use sigil_host::workflow::state::StepStatus;
+use sigil_host::{EngineConfig, Host};
+
+const NATS: &str = "nats://127.0.0.1:4222";
+/// Runs in flight during the throughput measurement.
+const IN_FLIGHT: usize = 256;
+
+fn wat_echo() -> Vec<u8> {
+    let wasm = wat::parse_str(
+        r#"(module
+          (import "wapc" "__guest_request" (func $req (param i32 i32)))
+          (import "wapc" "__guest_response" (func $resp (param i32 i32)))
+          (memory (export "memory") 1)
+          (func (export "__guest_call") (param $op i32) (param $len i32) (result i32)
+            (call $req (i32.const 0) (i32.const 1024))
+            (call $resp (i32.const 1024) (local.get $len))
+            (i32.const 1)))"#,
+    )
+    .unwrap();
+    let account = sigil_claims::keys::generate(sigil_claims::KeyKind::Account);
+    let subject = sigil_claims::keys::generate(sigil_claims::KeyKind::Module).public_key();
+    let spec = sigil_claims::ActorSpec {
+        name: "echo".into(),
+        ..Default::default()
+    };
+    sigil_claims::sign_module(&wasm, &spec, &account, &subject)
+        .unwrap()
+        .bytes
+}
+
+struct HostRunner(Arc<Host>);
+
+#[async_trait]
+impl StepRunner for HostRunner {
+    async fn run(&self, actor: &str, operation: &str, payload: Vec<u8>) -> Result<Vec<u8>, String> {
+        let actor = self.0.actor(actor).ok_or("no such actor")?;
+        self.0
+            .invoke_async(&actor, operation, &payload)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// A cluster of `hosts` schedulers serving the echo actor, and one that submits.
+struct Cluster {
+    submitter: Arc<Scheduler>,
+    hosts: Vec<Arc<Scheduler>>,
+    names: Option<(String, String)>,
+}
+
+impl Cluster {
+    async fn new(hosts: usize, jetstream: bool, runner: Arc<HostRunner>) -> Cluster {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let options = JetStreamOptions {
+            stream: format!("BENCH_STEPS_{id}"),
+            bucket: format!("BENCH_RUNS_{id}"),
+            subject_prefix: format!("bench.{id}"),
+            ..JetStreamOptions::default()
+        };
+        let memory = MemoryBackend::new();
+        let mut schedulers = Vec::new();
+        for i in 0..=hosts {
+            let (store, queue): (
+                Arc<dyn sigil_host::workflow::backend::RunStore>,
+                Arc<dyn sigil_host::workflow::backend::StepQueue>,
+            ) = if jetstream {
+                let b = JetStreamBackend::connect(NATS, options.clone())
+                    .await
+                    .unwrap();
+                (Arc::new(b.clone()), Arc::new(b))
+            } else {
+                (Arc::new(memory.clone()), Arc::new(memory.clone()))
+            };
+            schedulers.push(Scheduler::new(
+                store,
+                queue,
+                runner.clone(),
+                SchedulerConfig {
+                    host: format!("h{i}"),
+                    max_concurrent: 64,
+                    ..SchedulerConfig::default()
+                },
+            ));
+        }
+        let submitter = schedulers.remove(0);
+        for h in &schedulers {
+            h.serve("name.echo").await.unwrap();
+        }
+        Cluster {
+            submitter,
+            hosts: schedulers,
+            names: jetstream.then(|| (options.stream.clone(), format!("KV_{}", options.bucket))),
+        }
+    }
+
+    fn events(&self) -> tokio::sync::mpsc::UnboundedReceiver<StepEvent> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        for h in &self.hosts {
+            let mut events = h.events();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                while let Ok(e) = events.recv().await {
+                    if tx.send(e).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        rx
+    }
+
+    async fn close(self) {
+        for h in &self.hosts {
+            h.stop();
+        }
+        if let Some((stream, kv)) = self.names {
+            let js = async_nats::jetstream::new(async_nats::connect(NATS).await.unwrap());
+            let _ = js.delete_stream(&stream).await;
+            let _ = js.delete_stream(&kv).await;
+        }
+    }
+}
+
+fn one_step() -> (Workflow, HashMap<String, String>) {
+    let w = Workflow::from_yaml(
+        "version: 1\nname: one\nsteps:\n  - { name: s, actor: echo, operation: echo, input: { n: 1 } }\n",
+    )
+    .unwrap();
+    (w, [("s".to_string(), "name.echo".to_string())].into())
+}
+
+/// Submits runs one at a time; answers each one's time from submit to stored result.
+async fn latencies(cluster: &Cluster, count: usize) -> Vec<Duration> {
+    let (w, routes) = one_step();
+    let mut events = cluster.events();
+    let mut out = Vec::with_capacity(count);
+    for _ in 0..count {
+        let started = Instant::now();
+        let id = cluster
+            .submitter
+            .submit(&w, BTreeMap::new(), &routes)
+            .await
+            .unwrap();
+        loop {
+            let e = events.recv().await.unwrap();
+            if e.run == id && e.status == StepStatus::Succeeded {
+                break;
+            }
+        }
+        out.push(started.elapsed());
+    }
+    out
+}
+
+/// Runs `total` one-step runs with `IN_FLIGHT` at once; answers the time taken.
+async fn throughput(cluster: &Cluster, total: u64) -> Duration {
+    let (w, routes) = one_step();
+    let (w, routes) = (Arc::new(w), Arc::new(routes));
+    let mut events = cluster.events();
+    let started = Instant::now();
+    let submitter = cluster.submitter.clone();
+    let total_usize = usize::try_from(total).unwrap();
+    let permits = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
+    let feeder = {
+        let permits = permits.clone();
+        tokio::spawn(async move {
+            for _ in 0..total_usize {
+                permits.acquire().await.unwrap().forget();
+                let (s, w, r) = (submitter.clone(), w.clone(), routes.clone());
+                tokio::spawn(async move {
+                    s.submit(&w, BTreeMap::new(), &r).await.unwrap();
+                });
+            }
+        })
+    };
+    let mut done = 0;
+    while done < total_usize {
+        let e = events.recv().await.unwrap();
+        if e.status == StepStatus::Succeeded {
+            done += 1;
+            permits.add_permits(1);
+        }
+    }
+    feeder.await.unwrap();
+    started.elapsed()
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn benches(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let host = Host::builder()
+        .engine_config(EngineConfig::default())
+        .build()
+        .unwrap();
+    host.load_actor(wat_echo()).unwrap();
+    let runner = Arc::new(HostRunner(Arc::new(host)));
+
+    let mut group = c.benchmark_group("workflow_steps");
+    group.throughput(Throughput::Elements(1));
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(10));
+    for (backend, jetstream) in [("embedded", false), ("jetstream", true)] {
+        for hosts in 1..=3 {
+            let cluster = rt.block_on(Cluster::new(hosts, jetstream, runner.clone()));
+            let mut lat = rt.block_on(latencies(&cluster, 400));
+            lat.sort();
+            eprintln!(
+                "latency {backend} {hosts} host(s): p50 {:?} p99 {:?} (400 sequential one-step runs)",
+                percentile(&lat, 0.5),
+                percentile(&lat, 0.99)
+            );
+            group.bench_function(format!("{backend}/{hosts}_hosts"), |b| {
+                b.iter_custom(|n| rt.block_on(throughput(&cluster, n)))
+            });
+            rt.block_on(cluster.close());
+        }
+    }
+    // The floor under a container per step: a native process per step.
+    group.bench_function("process_spawn_per_step", |b| {
+        b.iter(|| {
+            let status = std::process::Command::new("/bin/true").status().unwrap();
+            assert!(status.success());
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(workflows, benches);
+criterion_main!(workflows);
