@@ -263,7 +263,7 @@ impl Admin {
                         .map(|r| {
                             serde_json::json!({
                                 "id": r.id,
-                                "workflow": r.workflow.name,
+                                "workflow": r.workflow,
                                 "status": r.status,
                                 "created_ms": r.created_ms,
                             })

@@ -22,7 +22,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
 use super::backend::{BackendError, Delivery, RunStore, StepMessage, StepQueue};
-use super::spec::{SpecError, Workflow};
+use super::spec::{SpecError, Workflow, WorkflowSpec};
 use super::state::{RunState, RunStatus, StepState, StepStatus, now_ms};
 
 /// Runs one step's operation on an actor of this host.
@@ -199,14 +199,20 @@ impl Scheduler {
             return Err(SpecError(format!("{id:?} is not a valid run ID")).into());
         }
         let id = id.to_string();
+        let spec = self.store_spec(workflow).await?;
         let mut steps = BTreeMap::new();
-        for name in &workflow.order {
+        for (index, step) in workflow.spec.steps.iter().enumerate() {
+            let name = &step.name;
             let route = routes.get(name).cloned().ok_or_else(|| {
                 SpecError(format!("no route for step {name:?} (its actor is unknown)"))
             })?;
             steps.insert(
                 name.clone(),
                 StepState {
+                    index: u32::try_from(index).unwrap_or(u32::MAX),
+                    depends: step.depends.clone(),
+                    on_failure: step.on_failure,
+                    max_attempts: workflow.steps[name].max_attempts(),
                     status: StepStatus::Pending,
                     route,
                     attempts: 0,
@@ -223,7 +229,8 @@ impl Scheduler {
         }
         let mut run = RunState {
             id: id.clone(),
-            workflow: workflow.spec.clone(),
+            workflow: workflow.spec.name.clone(),
+            spec,
             inputs,
             status: RunStatus::Running,
             created_ms: now_ms(),
@@ -246,6 +253,57 @@ impl Scheduler {
         self.publish_queued(&run).await?;
         tracing::info!(run = %id, workflow = %workflow.spec.name, "run submitted");
         Ok(true)
+    }
+
+    /// Stores a spec once under `spec.<hash of its JSON>`; answers the key.
+    async fn store_spec(&self, workflow: &Workflow) -> Result<String, WorkflowError> {
+        let bytes = serde_json::to_vec(&workflow.spec).map_err(|e| WorkflowError::Corrupt {
+            id: workflow.spec.name.clone(),
+            message: e.to_string(),
+        })?;
+        let key = format!("spec.{}", &blake3::hash(&bytes).to_hex()[..32]);
+        if lock(&self.workflows).contains_key(&key) {
+            return Ok(key);
+        }
+        match self
+            .patiently(|| self.store.create(&key, bytes.clone()))
+            .await
+        {
+            Ok(_) | Err(BackendError::Conflict { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.remember(&key, Arc::new(workflow.clone()));
+        Ok(key)
+    }
+
+    fn remember(&self, key: &str, workflow: Arc<Workflow>) {
+        let mut cache = lock(&self.workflows);
+        if cache.len() >= 1024 {
+            cache.clear();
+        }
+        cache.insert(key.to_string(), workflow);
+    }
+
+    /// The checked spec a run runs (read once per spec, then cached: specs never change).
+    async fn workflow(&self, run: &RunState) -> Result<Arc<Workflow>, WorkflowError> {
+        if let Some(w) = lock(&self.workflows).get(&run.spec) {
+            return Ok(w.clone());
+        }
+        let entry = self
+            .patiently(|| self.store.get(&run.spec))
+            .await?
+            .ok_or_else(|| WorkflowError::Corrupt {
+                id: run.id.clone(),
+                message: format!("its spec {} is missing from the store", run.spec),
+            })?;
+        let spec: WorkflowSpec =
+            serde_json::from_slice(&entry.value).map_err(|e| WorkflowError::Corrupt {
+                id: run.id.clone(),
+                message: format!("its spec {} cannot be read: {e}", run.spec),
+            })?;
+        let w = Arc::new(Workflow::check(spec)?);
+        self.remember(&run.spec, w.clone());
+        Ok(w)
     }
 
     /// The state of a run.
@@ -395,7 +453,7 @@ impl Scheduler {
                 return;
             }
         };
-        let workflow = self.workflow(&run);
+        let workflow = self.workflow(&run).await;
         let outcome = match &workflow {
             Ok(w) => self.execute(w, &run, &msg.step, delivery.as_ref()).await,
             Err(e) => Err((e.to_string(), false)),
@@ -503,19 +561,6 @@ impl Scheduler {
         result
             .map(|bytes| output_value(&bytes))
             .map_err(|e| (e, true))
-    }
-
-    fn workflow(&self, run: &RunState) -> Result<Arc<Workflow>, SpecError> {
-        if let Some(w) = lock(&self.workflows).get(&run.id) {
-            return Ok(w.clone());
-        }
-        let w = Arc::new(Workflow::check(run.workflow.clone())?);
-        let mut cache = lock(&self.workflows);
-        if cache.len() >= 1024 {
-            cache.clear();
-        }
-        cache.insert(run.id.clone(), w.clone());
-        Ok(w)
     }
 
     async fn publish_queued(&self, run: &RunState) -> Result<(), WorkflowError> {
@@ -680,14 +725,6 @@ fn record(
     token: &str,
     outcome: &Result<Value, (String, bool)>,
 ) -> (Recorded, bool) {
-    let max_attempts = run
-        .workflow
-        .steps
-        .iter()
-        .find(|s| s.name == step)
-        .map_or(1, |s| {
-            s.retry.as_ref().map_or(0, |r| r.limit).saturating_add(1)
-        });
     let Some(s) = run.steps.get_mut(step) else {
         return (Recorded::Stale, false);
     };
@@ -712,7 +749,7 @@ fn record(
         Err((message, retryable)) => {
             s.failures += 1;
             s.error = Some(message.clone());
-            if *retryable && s.failures < max_attempts && !run.status.is_final() {
+            if *retryable && s.failures < s.max_attempts && !run.status.is_final() {
                 s.status = StepStatus::Retrying;
                 let failures = s.failures;
                 let delay = workflow
@@ -722,12 +759,7 @@ fn record(
             }
             s.status = StepStatus::Failed;
             s.finished_ms = Some(now);
-            let fails_run = run
-                .workflow
-                .steps
-                .iter()
-                .find(|x| x.name == step)
-                .is_none_or(|x| x.on_failure == super::spec::OnFailure::Fail);
+            let fails_run = s.on_failure == super::spec::OnFailure::Fail;
             if fails_run && !run.status.is_final() {
                 run.status = RunStatus::Failed;
                 run.error = Some(format!("step {step} failed: {message}"));
@@ -750,17 +782,9 @@ fn record(
 /// Ends a run whose steps are all final: renders its outputs.
 fn finish(run: &mut RunState, workflow: Option<&Workflow>) {
     run.finished_ms = Some(now_ms());
-    let checked;
-    let workflow = match workflow {
-        Some(w) => Ok(w),
-        None => {
-            checked = Workflow::check(run.workflow.clone());
-            checked.as_ref().map_err(|e| e.0.clone())
-        }
-    };
     let outputs = match workflow {
-        Ok(w) => w.outputs.as_ref().map(|t| t.render(run)).transpose(),
-        Err(e) => Err(e),
+        Some(w) => w.outputs.as_ref().map(|t| t.render(run)).transpose(),
+        None => Err("the workflow's spec could not be read".to_string()),
     };
     match outputs {
         Ok(v) => {

@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::spec::{OnFailure, Scope, WorkflowSpec};
+use super::spec::{OnFailure, Scope};
 
 /// Where a step is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,6 +68,16 @@ impl RunStatus {
 /// One step of a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepState {
+    /// Its position in the spec (for display).
+    pub index: u32,
+    /// The steps it waits for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends: Vec<String>,
+    /// What its final failure does to the run.
+    #[serde(default, skip_serializing_if = "is_fail")]
+    pub on_failure: OnFailure,
+    /// Attempts allowed in all.
+    pub max_attempts: u32,
     /// Where it is.
     pub status: StepStatus,
     /// The queue route of its actor (`key.<public key>` or `name.<name>`).
@@ -100,13 +110,20 @@ pub struct StepState {
     pub error: Option<String>,
 }
 
+fn is_fail(f: &OnFailure) -> bool {
+    *f == OnFailure::Fail
+}
+
 /// A run, as stored under `run.<id>`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunState {
     /// The run ID.
     pub id: String,
-    /// The spec it runs (so any host can schedule it).
-    pub workflow: WorkflowSpec,
+    /// The workflow's name.
+    pub workflow: String,
+    /// The store key of the spec it runs (`spec.<hash>`, stored once for all its runs),
+    /// so any host can schedule it.
+    pub spec: String,
     /// The inputs, defaults included.
     pub inputs: BTreeMap<String, Value>,
     /// Where it is.
@@ -159,7 +176,7 @@ impl Scope for RunState {
     }
 
     fn workflow(&self) -> &str {
-        &self.workflow.name
+        &self.workflow
     }
 }
 
@@ -168,10 +185,9 @@ impl RunState {
     /// with `on_failure: continue`.
     fn done_for_dependents(&self, step: &str) -> Option<bool> {
         let s = self.steps.get(step)?;
-        let spec = self.workflow.steps.iter().find(|x| x.name == step)?;
         match s.status {
             StepStatus::Succeeded => Some(true),
-            StepStatus::Failed if spec.on_failure == OnFailure::Continue => Some(true),
+            StepStatus::Failed if s.on_failure == OnFailure::Continue => Some(true),
             status if status.is_final() => Some(false),
             _ => None,
         }
@@ -184,13 +200,15 @@ impl RunState {
             return Vec::new();
         }
         let mut queued = Vec::new();
+        let names: Vec<String> = self.steps.keys().cloned().collect();
         loop {
             let mut changed = false;
-            for spec in &self.workflow.steps {
-                if self.steps[&spec.name].status != StepStatus::Pending {
+            for name in &names {
+                let step = &self.steps[name];
+                if step.status != StepStatus::Pending {
                     continue;
                 }
-                let deps: Vec<Option<bool>> = spec
+                let deps: Vec<Option<bool>> = step
                     .depends
                     .iter()
                     .map(|d| self.done_for_dependents(d))
@@ -203,14 +221,14 @@ impl RunState {
                     None
                 };
                 if let Some(next) = next {
-                    if let Some(s) = self.steps.get_mut(&spec.name) {
+                    if let Some(s) = self.steps.get_mut(name) {
                         s.status = next;
                         if next == StepStatus::Skipped {
                             s.finished_ms = Some(now_ms());
                         }
                     }
                     if next == StepStatus::Queued {
-                        queued.push(spec.name.clone());
+                        queued.push(name.clone());
                     }
                     changed = true;
                 }
@@ -239,6 +257,13 @@ impl RunState {
     /// Whether every step is final.
     pub fn all_final(&self) -> bool {
         self.steps.values().all(|s| s.status.is_final())
+    }
+
+    /// Step names in the order of the spec.
+    pub fn step_order(&self) -> Vec<&String> {
+        let mut names: Vec<&String> = self.steps.keys().collect();
+        names.sort_by_key(|n| self.steps[*n].index);
+        names
     }
 
     /// Steps that are queued, with their routes (to publish again after a crash).

@@ -264,13 +264,7 @@ impl Progress {
         if self.quiet {
             return;
         }
-        let order: Vec<&String> = state
-            .workflow
-            .steps
-            .iter()
-            .map(|s| &s.name)
-            .filter(|n| state.steps.contains_key(*n))
-            .collect();
+        let order = state.step_order();
         let mut err = std::io::stderr().lock();
         if self.terminal {
             if self.drawn > 0 {
@@ -280,7 +274,7 @@ impl Progress {
                 err,
                 "run {} ({}): {}",
                 state.id,
-                state.workflow.name,
+                state.workflow,
                 run_word(state.status)
             );
             for name in &order {
@@ -315,7 +309,7 @@ fn print_state(state: &RunState, json: bool) -> Result<()> {
     println!(
         "run {} of {}: {}{took}",
         state.id,
-        state.workflow.name,
+        state.workflow,
         run_word(state.status)
     );
     if let Some(e) = &state.error {
