@@ -96,6 +96,8 @@ pub struct StepEvent {
 /// The scheduler of one host; clone the `Arc` to share it.
 pub struct Scheduler {
     events: tokio::sync::broadcast::Sender<StepEvent>,
+    prefix: String,
+    attempts: std::sync::atomic::AtomicU64,
     store: Arc<dyn RunStore>,
     queue: Arc<dyn StepQueue>,
     runner: Arc<dyn StepRunner>,
@@ -156,6 +158,8 @@ impl Scheduler {
     ) -> Arc<Self> {
         Arc::new(Scheduler {
             events: tokio::sync::broadcast::channel(4096).0,
+            prefix: uuid::Uuid::new_v4().simple().to_string(),
+            attempts: std::sync::atomic::AtomicU64::new(0),
             permits: Arc::new(Semaphore::new(config.max_concurrent.max(1))),
             store,
             queue,
@@ -375,6 +379,12 @@ impl Scheduler {
         }
     }
 
+    /// A token no other attempt anywhere has: this scheduler's random prefix and a count.
+    fn token(&self) -> String {
+        let n = self.attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        format!("{}-{n:x}", self.prefix)
+    }
+
     /// The results this host stores from now on, as they are stored (a receiver that
     /// falls behind misses the oldest).
     pub fn events(&self) -> tokio::sync::broadcast::Receiver<StepEvent> {
@@ -421,7 +431,7 @@ impl Scheduler {
 
     async fn handle(&self, delivery: Box<dyn Delivery>) {
         let msg = delivery.message().clone();
-        let token = uuid::Uuid::new_v4().simple().to_string();
+        let token = self.token();
         let host = self.config.host.clone();
         let claim = self
             .modify_from(&msg.run, None, |run| {

@@ -264,6 +264,25 @@ outputs: "${{ steps.second.output }}"
         "{answer}"
     );
 
+    // A failing step is retried by the hosts, then fails the run with its error.
+    let flaky = Workflow::from_yaml(
+        "version: 1\nname: flaky\nsteps:\n  - { name: ok, actor: probe, operation: echo }\n  - { name: broken, actor: probe, operation: fail, depends: [ok], retry: { limit: 2, backoff: 50ms } }\n  - { name: never, actor: probe, operation: echo, depends: [broken] }\n",
+    )
+    .unwrap();
+    let id = scheduler
+        .submit(&flaky, BTreeMap::new(), &routes(&flaky))
+        .await
+        .unwrap();
+    let run = wait_end(&scheduler, &id, Duration::from_secs(30)).await;
+    assert_eq!(run.status, RunStatus::Failed);
+    assert_eq!(
+        run.error.as_deref(),
+        Some("step broken failed: actor returned an error: it failed")
+    );
+    let broken = &run.steps["broken"];
+    assert_eq!((broken.attempts, broken.failures), (3, 3), "{broken:?}");
+    assert_eq!(run.steps["never"].status, StepStatus::Cancelled);
+
     // The CLI submits to the hosts and follows the run to its end.
     let client_config = dir.path().join("client.toml");
     std::fs::write(&client_config, names.section(NATS, "5s")).unwrap();
