@@ -381,7 +381,9 @@ impl Scheduler {
 
     /// A token no other attempt anywhere has: this scheduler's random prefix and a count.
     fn token(&self) -> String {
-        let n = self.attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let n = self
+            .attempts
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         format!("{}-{n:x}", self.prefix)
     }
 
