@@ -67,6 +67,9 @@ pub struct SchedulerConfig {
     pub progress_interval: Duration,
     /// How long to keep retrying the store or the queue while they are unreachable.
     pub patience: Duration,
+    /// How long a step runs before its claim is written: a shorter step is claimed by
+    /// the write of its result, which saves a round trip to the store per step.
+    pub claim_after: Duration,
 }
 
 impl Default for SchedulerConfig {
@@ -76,6 +79,7 @@ impl Default for SchedulerConfig {
             max_concurrent: 64,
             progress_interval: Duration::from_secs(5),
             patience: Duration::from_secs(120),
+            claim_after: Duration::from_millis(20),
         }
     }
 }
@@ -435,12 +439,19 @@ impl Scheduler {
         let msg = delivery.message().clone();
         let token = self.token();
         let host = self.config.host.clone();
-        let claim = self
+        let delivered = delivery.delivered();
+        let started_ms = now_ms();
+        // Decide without writing: a short step is claimed by the write of its result.
+        let decided = self
             .modify_from(&msg.run, None, |run| {
-                claim(run, &msg.step, &token, &host, delivery.delivered())
+                let mut copy = run.clone();
+                (
+                    claim(&mut copy, &msg.step, &token, &host, delivered).0,
+                    false,
+                )
             })
             .await;
-        let (run, revision) = match claim {
+        let (run, revision) = match decided {
             Ok(Some((Claim::Run, run, revision))) => (run, revision),
             Ok(Some((Claim::Done, run, _))) => {
                 self.settle(delivery, self.publish_queued(&run).await).await;
@@ -466,8 +477,33 @@ impl Scheduler {
             }
         };
         let workflow = self.workflow(&run).await;
+        let mut known = (run.clone(), revision);
         let outcome = match &workflow {
-            Ok(w) => self.execute(w, &run, &msg.step, delivery.as_ref()).await,
+            Ok(w) => {
+                let exec = self.execute(w, &run, &msg.step, delivery.as_ref());
+                tokio::pin!(exec);
+                let claim_timer = tokio::time::sleep(self.config.claim_after);
+                tokio::pin!(claim_timer);
+                let mut claimed = false;
+                loop {
+                    tokio::select! {
+                        o = &mut exec => break o,
+                        () = &mut claim_timer, if !claimed => {
+                            // Still running: say so, so that status shows it and a host
+                            // that dies now is taken over.
+                            claimed = true;
+                            let written = self
+                                .modify_from(&msg.run, Some(known.clone()), |r| {
+                                    claim(r, &msg.step, &token, &host, delivered)
+                                })
+                                .await;
+                            if let Ok(Some((Claim::Run, r, rev))) = written {
+                                known = (r, rev);
+                            }
+                        }
+                    }
+                }
+            }
             Err(e) => Err((e.to_string(), false)),
         };
         if let Err(e) = &outcome {
@@ -475,8 +511,14 @@ impl Scheduler {
         }
         let workflow = workflow.ok();
         let recorded = self
-            .modify_from(&msg.run, Some((run, revision)), |run| {
-                record(run, workflow.as_deref(), &msg.step, &token, &outcome)
+            .modify_from(&msg.run, Some(known), |run| {
+                let attempt = Attempt {
+                    token: &token,
+                    host: &host,
+                    delivered,
+                    started_ms,
+                };
+                record(run, workflow.as_deref(), &msg.step, &attempt, &outcome)
             })
             .await
             .map(|r| r.map(|(answer, run, _)| (answer, run)));
@@ -730,18 +772,41 @@ fn claim(run: &mut RunState, step: &str, token: &str, host: &str, delivered: u64
     }
 }
 
+/// Who ran an attempt, for recording it.
+struct Attempt<'a> {
+    token: &'a str,
+    host: &'a str,
+    delivered: u64,
+    started_ms: u64,
+}
+
 fn record(
     run: &mut RunState,
     workflow: Option<&Workflow>,
     step: &str,
-    token: &str,
+    attempt: &Attempt<'_>,
     outcome: &Result<Value, (String, bool)>,
 ) -> (Recorded, bool) {
     let Some(s) = run.steps.get_mut(step) else {
         return (Recorded::Stale, false);
     };
-    if s.token.as_deref() != Some(token) {
-        return (Recorded::Stale, false);
+    if s.token.as_deref() != Some(attempt.token) {
+        // Not claimed by us (the step was short): claim it with this write, under the same
+        // rules as a claim, or drop the result.
+        let free = match s.status {
+            StepStatus::Queued | StepStatus::Retrying => true,
+            StepStatus::Running => attempt.delivered > s.delivery,
+            _ => false,
+        };
+        if !free || run.status.is_final() {
+            return (Recorded::Stale, false);
+        }
+        s.status = StepStatus::Running;
+        s.attempts += 1;
+        s.token = Some(attempt.token.to_string());
+        s.delivery = attempt.delivered;
+        s.host = Some(attempt.host.to_string());
+        s.started_ms = Some(attempt.started_ms);
     }
     if s.status != StepStatus::Running {
         // Recorded already, by a write whose acknowledgement was lost.
