@@ -8,6 +8,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+#[path = "common/mod.rs"]
+mod common;
+
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use sigil_claims::{KeyStore, Policy};
 use sigil_host::build::{BuildOptions, build};
@@ -30,30 +33,6 @@ fn actors(keys: &Path) -> (Vec<u8>, Vec<u8>) {
         std::fs::read(&b.path).unwrap()
     };
     (read("echo"), read("markdown"))
-}
-
-/// The smallest waPC echo there is, in WAT: what the host costs with no guest runtime.
-fn wat_echo() -> Vec<u8> {
-    let wasm = wat::parse_str(
-        r#"(module
-          (import "wapc" "__guest_request" (func $req (param i32 i32)))
-          (import "wapc" "__guest_response" (func $resp (param i32 i32)))
-          (memory (export "memory") 1)
-          (func (export "__guest_call") (param $op i32) (param $len i32) (result i32)
-            (call $req (i32.const 0) (i32.const 1024))
-            (call $resp (i32.const 1024) (local.get $len))
-            (i32.const 1)))"#,
-    )
-    .unwrap();
-    let account = sigil_claims::keys::generate(sigil_claims::KeyKind::Account);
-    let subject = sigil_claims::keys::generate(sigil_claims::KeyKind::Module).public_key();
-    let spec = sigil_claims::ActorSpec {
-        name: "wat-echo".into(),
-        ..Default::default()
-    };
-    sigil_claims::sign_module(&wasm, &spec, &account, &subject)
-        .unwrap()
-        .bytes
 }
 
 fn unsigned_echo(signed: &[u8]) -> Vec<u8> {
@@ -109,7 +88,7 @@ fn benches(c: &mut Criterion) {
     g.bench_function("warm/sigil", |b| {
         b.iter(|| live.call("echo", &payload).unwrap())
     });
-    let wat_actor = host.load_actor(wat_echo()).unwrap();
+    let wat_actor = host.load_actor(common::wat_echo("wat-echo")).unwrap();
     let mut wat_live = host
         .engine()
         .instantiate(wat_actor.template(), wat_actor.gate().clone())

@@ -12,11 +12,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
+#[path = "common/mod.rs"]
+mod common;
+
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use sigil_host::workflow::jetstream::{JetStreamBackend, JetStreamOptions};
 use sigil_host::workflow::memory::MemoryBackend;
-use sigil_host::workflow::scheduler::{Scheduler, SchedulerConfig, StepEvent, StepRunner};
+use sigil_host::workflow::scheduler::{Scheduler, SchedulerConfig, StepEvent};
 use sigil_host::workflow::spec::Workflow;
 use sigil_host::workflow::state::StepStatus;
 use sigil_host::{EngineConfig, Host};
@@ -24,42 +26,6 @@ use sigil_host::{EngineConfig, Host};
 const NATS: &str = "nats://127.0.0.1:4222";
 /// Runs in flight during the throughput measurement.
 const IN_FLIGHT: usize = 256;
-
-fn wat_echo() -> Vec<u8> {
-    let wasm = wat::parse_str(
-        r#"(module
-          (import "wapc" "__guest_request" (func $req (param i32 i32)))
-          (import "wapc" "__guest_response" (func $resp (param i32 i32)))
-          (memory (export "memory") 1)
-          (func (export "__guest_call") (param $op i32) (param $len i32) (result i32)
-            (call $req (i32.const 0) (i32.const 1024))
-            (call $resp (i32.const 1024) (local.get $len))
-            (i32.const 1)))"#,
-    )
-    .unwrap();
-    let account = sigil_claims::keys::generate(sigil_claims::KeyKind::Account);
-    let subject = sigil_claims::keys::generate(sigil_claims::KeyKind::Module).public_key();
-    let spec = sigil_claims::ActorSpec {
-        name: "echo".into(),
-        ..Default::default()
-    };
-    sigil_claims::sign_module(&wasm, &spec, &account, &subject)
-        .unwrap()
-        .bytes
-}
-
-struct HostRunner(Arc<Host>);
-
-#[async_trait]
-impl StepRunner for HostRunner {
-    async fn run(&self, actor: &str, operation: &str, payload: Vec<u8>) -> Result<Vec<u8>, String> {
-        let actor = self.0.actor(actor).ok_or("no such actor")?;
-        self.0
-            .invoke_async(&actor, operation, &payload)
-            .await
-            .map_err(|e| e.to_string())
-    }
-}
 
 /// A cluster of `hosts` schedulers serving the echo actor, and one that submits.
 struct Cluster {
@@ -69,7 +35,7 @@ struct Cluster {
 }
 
 impl Cluster {
-    async fn new(hosts: usize, jetstream: bool, runner: Arc<HostRunner>) -> Cluster {
+    async fn new(hosts: usize, jetstream: bool, runner: Arc<Host>) -> Cluster {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let options = JetStreamOptions {
             stream: format!("BENCH_STEPS_{id}"),
@@ -219,8 +185,8 @@ fn benches(c: &mut Criterion) {
         .engine_config(EngineConfig::default())
         .build()
         .unwrap();
-    host.load_actor(wat_echo()).unwrap();
-    let runner = Arc::new(HostRunner(Arc::new(host)));
+    host.load_actor(common::wat_echo("echo")).unwrap();
+    let runner = Arc::new(host);
 
     let mut group = c.benchmark_group("workflow_steps");
     group.throughput(Throughput::Elements(1));

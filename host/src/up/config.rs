@@ -683,6 +683,40 @@ config = { prefix = "c:", allow = ["a", "b"], n = 3 }
     }
 
     #[test]
+    fn workflows_and_argo_sections() {
+        let c = parse(
+            "[workflows]\nnats = \"nats://127.0.0.1:4222\"\nack_wait = \"3s\"\n\n\
+             [[workflows.triggers]]\nsubject = \"go\"\nworkflow = \"flows/go.yaml\"\n\n\
+             [argo]\ntoken = \"t\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.workflows.backend,
+            WorkflowBackendSpec::Nats {
+                url: "nats://127.0.0.1:4222".into()
+            }
+        );
+        assert_eq!(c.workflows.ack_wait, Duration::from_secs(3));
+        let t = &c.workflows.triggers[0];
+        assert_eq!(t.line, 5);
+        assert_eq!(t.value.workflow, Path::new("/etc/sigil/flows/go.yaml"));
+        let argo = c.argo.unwrap();
+        assert_eq!(
+            (argo.address.as_str(), argo.token.as_str()),
+            ("127.0.0.1:4355", "t")
+        );
+
+        // No readable token: refused, naming the file to set.
+        let e = parse("[argo]\ntoken_file = \"/nonexistent/token\"\n").unwrap_err();
+        assert_eq!(e.line, 1);
+        assert!(e.message.contains("/nonexistent/token"), "{e}");
+        let e = parse("[argo]\ntoken = \"t\"\ntoken_file = \"f\"\n").unwrap_err();
+        assert!(e.message.contains("either token or token_file"), "{e}");
+        let e = parse("[workflows]\nack_wait = \"often\"\n").unwrap_err();
+        assert_eq!(e.line, 2);
+    }
+
+    #[test]
     fn errors_name_the_line_and_the_fix() {
         let e = parse("[limits]\ndeadline = \"soon\"\n").unwrap_err();
         assert_eq!(e.line, 2);

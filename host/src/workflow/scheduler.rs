@@ -32,6 +32,19 @@ pub trait StepRunner: Send + Sync + 'static {
     async fn run(&self, actor: &str, operation: &str, payload: Vec<u8>) -> Result<Vec<u8>, String>;
 }
 
+/// A host runs steps on its loaded actors, in fresh instances.
+#[async_trait]
+impl StepRunner for crate::Host {
+    async fn run(&self, actor: &str, operation: &str, payload: Vec<u8>) -> Result<Vec<u8>, String> {
+        let loaded = self
+            .actor(actor)
+            .ok_or_else(|| format!("no actor {actor} is loaded on this host"))?;
+        self.invoke_async(&loaded, operation, &payload)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
 /// What went wrong with a workflow request.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -154,3 +154,52 @@ fn inspect_shows_the_claims() {
         "{out}"
     );
 }
+
+#[test]
+fn workflow_run_refuses_bad_specs_and_inputs_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let cyclic = write(
+        dir.path(),
+        "cyclic.yaml",
+        b"version: 1\nname: c\nsteps:\n  - { name: a, actor: x, operation: o, depends: [b] }\n  - { name: b, actor: x, operation: o, depends: [a] }\n",
+    );
+    let o = sigil(&["workflow", "run", &cyclic], &cache);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o.stderr).contains("cycle: a -> b -> a"),
+        "{}",
+        text(&o.stderr)
+    );
+
+    let ok = write(
+        dir.path(),
+        "ok.yaml",
+        b"version: 1\nname: ok\ninputs: { n: {} }\nsteps:\n  - { name: a, actor: x, operation: o }\n",
+    );
+    let o = sigil(&["workflow", "run", &ok, "--input", "n"], &cache);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o.stderr).contains("write it as NAME=VALUE"),
+        "{}",
+        text(&o.stderr)
+    );
+
+    let missing = write(
+        dir.path(),
+        "missing.yaml",
+        b"version: 1\nname: m\nsteps:\n  - { name: a, actor: nowhere.wasm, operation: o }\n",
+    );
+    let o = sigil(&["workflow", "run", &missing], &cache);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o.stderr).contains("cannot read actor"),
+        "{}",
+        text(&o.stderr)
+    );
+
+    // Status of an in-process run cannot be asked from another process.
+    let o = sigil(&["workflow", "status", "abc"], &cache);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stderr).contains("--nats"), "{}", text(&o.stderr));
+}

@@ -6,29 +6,15 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use serde_json::{Value, json};
+use sigil_host::Limits;
 use sigil_host::workflow::backend::{StepMessage, StepQueue};
 use sigil_host::workflow::memory::MemoryBackend;
-use sigil_host::workflow::scheduler::{Scheduler, SchedulerConfig, StepRunner};
+use sigil_host::workflow::scheduler::{Scheduler, SchedulerConfig};
 use sigil_host::workflow::spec::Workflow;
 use sigil_host::workflow::state::{RunState, RunStatus, StepStatus};
-use sigil_host::{Host, Limits};
 
 use crate::common::*;
-
-struct HostRunner(Arc<Host>);
-
-#[async_trait]
-impl StepRunner for HostRunner {
-    async fn run(&self, actor: &str, operation: &str, payload: Vec<u8>) -> Result<Vec<u8>, String> {
-        let actor = self.0.actor(actor).ok_or("no such actor")?;
-        self.0
-            .invoke_async(&actor, operation, &payload)
-            .await
-            .map_err(|e| e.to_string())
-    }
-}
 
 struct Fixture {
     scheduler: Arc<Scheduler>,
@@ -45,7 +31,7 @@ async fn fixture(deadline: Duration) -> Fixture {
     let scheduler = Scheduler::new(
         Arc::new(backend.clone()),
         Arc::new(backend.clone()),
-        Arc::new(HostRunner(Arc::new(host))),
+        Arc::new(host),
         SchedulerConfig {
             host: "test-host".into(),
             ..SchedulerConfig::default()
@@ -55,7 +41,8 @@ async fn fixture(deadline: Duration) -> Fixture {
     Fixture { scheduler, backend }
 }
 
-fn routes(workflow: &Workflow) -> HashMap<String, String> {
+/// Every step of `workflow` routed to the probe actor, by name.
+pub(crate) fn routes(workflow: &Workflow) -> HashMap<String, String> {
     workflow
         .spec
         .steps

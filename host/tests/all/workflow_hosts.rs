@@ -2,7 +2,7 @@
 //! steps, a host killed mid-step loses nothing, a trigger message starts a run, the CLI
 //! follows runs, and a NATS server restarted mid-run does not lose the run.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -17,6 +17,7 @@ use sigil_host::workflow::state::{RunState, RunStatus, StepStatus};
 
 use crate::common::*;
 use crate::providers::{Server, spare_port, wait_for_port};
+use crate::workflow::routes;
 
 const NATS: &str = "nats://127.0.0.1:4222";
 
@@ -106,15 +107,6 @@ async fn client(names: &Names, nats: &str) -> Arc<Scheduler> {
         Arc::new(NoRunner),
         SchedulerConfig::default(),
     )
-}
-
-fn routes(workflow: &Workflow) -> HashMap<String, String> {
-    workflow
-        .spec
-        .steps
-        .iter()
-        .map(|s| (s.name.clone(), "name.probe".to_string()))
-        .collect()
 }
 
 async fn wait_end(scheduler: &Scheduler, id: &str, limit: Duration) -> RunState {
