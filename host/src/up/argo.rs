@@ -20,11 +20,12 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sigil_actor::contracts::httpserver::{HttpRequest, HttpResponse};
+use sigil_providers::blobstore::StagingArea;
 use sigil_providers::httpserver::{RequestHandler, ServerHandle, ServerLimits, serve};
 use subtle::ConstantTimeEq;
 
 use crate::workflow::routes::resolve_remote_routes;
-use crate::workflow::scheduler::Scheduler;
+use crate::workflow::scheduler::{Scheduler, WorkflowError};
 use crate::workflow::spec::{InputSpec, StepSpec, Workflow, WorkflowSpec};
 use crate::workflow::state::{RunState, RunStatus, StepStatus};
 
@@ -84,12 +85,20 @@ struct Inputs {
     artifacts: Vec<Value>,
 }
 
+#[derive(Debug, Deserialize, Default)]
+struct Outputs {
+    #[serde(default)]
+    artifacts: Vec<Value>,
+}
+
 #[derive(Debug, Deserialize)]
 struct Template {
     #[serde(default)]
     name: String,
     #[serde(default)]
     inputs: Inputs,
+    #[serde(default)]
+    outputs: Outputs,
     #[serde(default)]
     plugin: serde_json::Map<String, Value>,
 }
@@ -104,19 +113,25 @@ struct ExecuteRequest {
 struct Plugin {
     scheduler: Arc<Scheduler>,
     token: String,
+    artifacts: Option<Arc<StagingArea>>,
 }
 
 /// Serves the executor plugin endpoint on `address`; `token` is the bearer token Argo
-/// sends.
+/// sends; `artifacts` is the store artifacts are staged through, when configured.
 pub async fn serve_argo(
     scheduler: Arc<Scheduler>,
     token: String,
+    artifacts: Option<Arc<StagingArea>>,
     address: &str,
 ) -> std::io::Result<ServerHandle> {
     let listener = tokio::net::TcpListener::bind(address).await?;
     serve(
         listener,
-        Arc::new(Plugin { scheduler, token }),
+        Arc::new(Plugin {
+            scheduler,
+            token,
+            artifacts,
+        }),
         ServerLimits {
             max_body_bytes: 4 << 20,
             timeout: ANSWER_WITHIN + Duration::from_secs(10),
@@ -178,13 +193,22 @@ impl Plugin {
         for p in &template.inputs.parameters {
             inputs.insert(tidy(&p.name), p.value.clone().unwrap_or(Value::Null));
         }
-        // Artifacts stay where Argo keeps them: a step gets the location and reads the
-        // object through its blob-store link.
         for a in &template.inputs.artifacts {
             if let Some(name) = a.get("name").and_then(Value::as_str) {
                 inputs.insert(tidy(name), a.clone());
             }
         }
+        let key = format!(
+            "{}/{}/{}",
+            request.workflow.metadata.uid,
+            template.name,
+            serde_json::to_string(&inputs).unwrap_or_default()
+        );
+        let id = format!("argo-{}", &blake3::hash(key.as_bytes()).to_hex()[..32]);
+        let outputs = match self.stage_in(&id, template, &mut inputs).await {
+            Ok(outputs) => outputs,
+            Err(e) => return failed(e),
+        };
         let workflow = match build_workflow(&plugin, &template.name, &inputs) {
             Ok(w) => w,
             Err(e) => return failed(e),
@@ -193,13 +217,6 @@ impl Plugin {
             Ok(r) => r,
             Err(e) => return failed(e.0),
         };
-        let key = format!(
-            "{}/{}/{}",
-            request.workflow.metadata.uid,
-            template.name,
-            serde_json::to_string(&inputs).unwrap_or_default()
-        );
-        let id = format!("argo-{}", &blake3::hash(key.as_bytes()).to_hex()[..32]);
         if let Err(e) = self
             .scheduler
             .submit_as(&id, &workflow, inputs, &routes)
@@ -217,7 +234,153 @@ impl Plugin {
                     Err(e) => return failed(e.to_string()),
                 },
             };
-        reply(200, &node(&state))
+        let artifacts = match self
+            .stage_out(&id, &request.workflow.metadata.name, &outputs, &state)
+            .await
+        {
+            Ok(artifacts) => artifacts,
+            Err(e) => return failed(format!("sigil run {id}: {e}")),
+        };
+        reply(200, &node(&state, artifacts))
+    }
+
+    /// With an artifact store: creates the run's staging container, copies each input
+    /// artifact into it (once, before the run exists) and makes every artifact input a
+    /// `{container, object}` the steps use through their blob-store links. Answers the
+    /// output artifacts the template declares, by name.
+    async fn stage_in(
+        &self,
+        id: &str,
+        template: &Template,
+        inputs: &mut BTreeMap<String, Value>,
+    ) -> Result<Vec<(String, Value)>, String> {
+        let declared: Vec<(String, Value)> = template
+            .outputs
+            .artifacts
+            .iter()
+            .filter_map(|a| Some((a.get("name")?.as_str()?.to_string(), a.clone())))
+            .collect();
+        let Some(store) = &self.artifacts else {
+            // No store: an input artifact stays a location in Argo's repository.
+            if let Some((name, _)) = declared.first() {
+                return Err(format!(
+                    "the template declares output artifact `{name}`, but this host has no                      artifact store: configure [argo.artifacts]"
+                ));
+            }
+            return Ok(declared);
+        };
+        let container = id;
+        let fresh = matches!(
+            self.scheduler.status(id).await,
+            Err(WorkflowError::NoSuchRun(_))
+        );
+        if fresh {
+            store
+                .create_container(container)
+                .await
+                .map_err(|e| format!("cannot stage artifacts: {e}"))?;
+        }
+        for a in &template.inputs.artifacts {
+            let Some(name) = a.get("name").and_then(Value::as_str) else {
+                continue;
+            };
+            let object = tidy(name);
+            if fresh {
+                if let Some(key) = a.pointer("/s3/key").and_then(Value::as_str) {
+                    check_bucket(store, name, a)?;
+                    store
+                        .stage_in(key, container, &object)
+                        .await
+                        .map_err(|e| format!("input artifact `{name}`: {e}"))?;
+                } else if let Some(data) = a.pointer("/raw/data").and_then(Value::as_str) {
+                    store
+                        .write(
+                            &format!("{}/{container}/{object}", store.link_root()),
+                            data.into(),
+                        )
+                        .await
+                        .map_err(|e| format!("input artifact `{name}`: {e}"))?;
+                } else {
+                    return Err(format!(
+                        "input artifact `{name}`: only S3 and raw artifacts can be staged"
+                    ));
+                }
+            }
+            inputs.insert(
+                object.clone(),
+                json!({ "container": container, "object": object }),
+            );
+        }
+        for (name, _) in &declared {
+            let object = tidy(name);
+            if inputs.contains_key(&object) {
+                return Err(format!(
+                    "output artifact `{name}` has the name of an input; rename one of them"
+                ));
+            }
+            inputs.insert(
+                object.clone(),
+                json!({ "container": container, "object": object }),
+            );
+        }
+        Ok(declared)
+    }
+
+    /// After a successful run: copies each declared output artifact from the staging
+    /// container to its key in Argo's repository (the declared `s3.key`, else
+    /// `<workflow>/<run>/<name>`), and answers the artifacts for Argo.
+    async fn stage_out(
+        &self,
+        id: &str,
+        argo_workflow: &str,
+        declared: &[(String, Value)],
+        state: &RunState,
+    ) -> Result<Vec<Value>, String> {
+        let (Some(store), RunStatus::Succeeded) = (&self.artifacts, state.status) else {
+            return Ok(Vec::new());
+        };
+        let mut answered = Vec::new();
+        for (name, declared) in declared {
+            check_bucket(store, name, declared)?;
+            let object = tidy(name);
+            let key = declared
+                .pointer("/s3/key")
+                .and_then(Value::as_str)
+                .map_or_else(
+                    || format!("{}/{id}/{object}", tidy(argo_workflow)),
+                    str::to_string,
+                );
+            store.stage_out(id, &object, &key).await.map_err(|e| {
+                format!(
+                    "output artifact `{name}`: {e} (a step writes it with PutObject to                      container `{id}`, object `{object}`)"
+                )
+            })?;
+            let mut artifact = declared.clone();
+            if let Value::Object(map) = &mut artifact {
+                let s3 = map.entry("s3").or_insert_with(|| json!({}));
+                if let Value::Object(s3) = s3 {
+                    s3.insert("key".into(), Value::String(key));
+                }
+                map.entry("archive")
+                    .or_insert_with(|| json!({ "none": {} }));
+                map.remove("path");
+            }
+            answered.push(artifact);
+        }
+        Ok(answered)
+    }
+}
+
+/// Refuses an artifact located in another bucket than the artifact store's.
+fn check_bucket(store: &StagingArea, name: &str, artifact: &Value) -> Result<(), String> {
+    match (
+        artifact.pointer("/s3/bucket").and_then(Value::as_str),
+        store.bucket(),
+    ) {
+        (Some(given), Some(ours)) if given != ours => Err(format!(
+            "artifact `{name}` is in bucket `{given}`, but the artifact store is bucket `{ours}`"
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -265,7 +428,7 @@ fn build_workflow(
 }
 
 /// The node result Argo expects for a run's state.
-fn node(state: &RunState) -> Value {
+fn node(state: &RunState, artifacts: Vec<Value>) -> Value {
     match state.status {
         RunStatus::Running => {
             let running: Vec<&str> = state
@@ -297,7 +460,7 @@ fn node(state: &RunState) -> Value {
                 "node": {
                     "phase": "Succeeded",
                     "message": format!("sigil run {}", state.id),
-                    "outputs": { "parameters": parameters },
+                    "outputs": { "parameters": parameters, "artifacts": artifacts },
                 }
             })
         }

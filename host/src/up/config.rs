@@ -5,10 +5,14 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
-use sigil_providers::{DEFAULT_LINK_NAME, LinkConfig, LinkDefinition, parse_duration, parse_size};
+use sigil_providers::blobstore::StagingArea;
+use sigil_providers::{
+    DEFAULT_LINK_NAME, LinkConfig, LinkDefinition, ProviderError, parse_duration, parse_size,
+};
 use toml::Spanned;
 
 use crate::engine::{EngineConfig, Limits};
@@ -65,6 +69,8 @@ pub struct ArgoSettings {
     pub address: String,
     /// The bearer token (read from `token_file` at start when given that way).
     pub token: String,
+    /// `[argo.artifacts]`: the store artifacts are staged through, when set.
+    pub artifacts: Option<Arc<StagingArea>>,
 }
 
 /// Where workflow runs and step messages live.
@@ -168,6 +174,7 @@ struct RawArgo {
     address: Option<String>,
     token: Option<String>,
     token_file: Option<PathBuf>,
+    artifacts: Option<BTreeMap<String, Value>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -578,9 +585,33 @@ impl HostConfig {
                         ));
                     }
                 };
+                let artifacts = match a.artifacts {
+                    None => None,
+                    Some(mut table) => {
+                        let kind = table.remove("kind").map(Value::into_string);
+                        let mut config = to_link_config(table);
+                        if kind.as_deref() == Some("fs")
+                            && let Some(root) = config.0.get_mut("root")
+                        {
+                            *root = resolve(Path::new(root.as_str())).display().to_string();
+                        }
+                        let area = match kind.as_deref() {
+                            Some(kind @ ("s3" | "fs")) => StagingArea::open(kind, &config),
+                            _ => Err(ProviderError::Config(
+                                "[argo.artifacts] needs kind = \"s3\" (Argo's artifact \
+                                 repository bucket) or kind = \"fs\""
+                                    .into(),
+                            )),
+                        };
+                        Some(Arc::new(area.map_err(|e| {
+                            source.error(span.clone(), format!("[argo.artifacts]: {e}"))
+                        })?))
+                    }
+                };
                 Some(ArgoSettings {
                     address: a.address.unwrap_or_else(|| "127.0.0.1:4355".into()),
                     token,
+                    artifacts,
                 })
             }
         };
@@ -712,6 +743,15 @@ config = { prefix = "c:", allow = ["a", "b"], n = 3 }
         assert!(e.message.contains("/nonexistent/token"), "{e}");
         let e = parse("[argo]\ntoken = \"t\"\ntoken_file = \"f\"\n").unwrap_err();
         assert!(e.message.contains("either token or token_file"), "{e}");
+        let e = parse("[argo]\ntoken = \"t\"\nartifacts = { kind = \"ftp\" }\n").unwrap_err();
+        assert!(e.message.contains("kind = \"s3\""), "{e}");
+        let e = parse("[argo]\ntoken = \"t\"\nartifacts = { kind = \"s3\" }\n").unwrap_err();
+        assert!(e.message.contains("bucket"), "{e}");
+        let e = parse(
+            "[argo]\ntoken = \"t\"\nartifacts = { kind = \"s3\", bucket = \"b\", link_root = \"../x\" }\n",
+        )
+        .unwrap_err();
+        assert!(e.message.contains("link_root"), "{e}");
         let e = parse("[workflows]\nack_wait = \"often\"\n").unwrap_err();
         assert_eq!(e.line, 2);
     }

@@ -144,17 +144,22 @@ pub async fn start_with(
     let (argo, argo_address) = match &config.argo {
         None => (None, None),
         Some(a) => {
-            let handle = argo::serve_argo(workflows.scheduler.clone(), a.token.clone(), &a.address)
-                .await
-                .map_err(|e| {
-                    config.error_at(
-                        0,
-                        format!(
-                            "cannot serve the Argo plugin endpoint on {}: {e}",
-                            a.address
-                        ),
-                    )
-                })?;
+            let handle = argo::serve_argo(
+                workflows.scheduler.clone(),
+                a.token.clone(),
+                a.artifacts.clone(),
+                &a.address,
+            )
+            .await
+            .map_err(|e| {
+                config.error_at(
+                    0,
+                    format!(
+                        "cannot serve the Argo plugin endpoint on {}: {e}",
+                        a.address
+                    ),
+                )
+            })?;
             let bound = handle.local_addr();
             (Some(handle), Some(bound))
         }

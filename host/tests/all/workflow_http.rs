@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::common::*;
+use crate::guests::guest;
 use crate::providers::{Server, http_request, spare_port, wait_for_port};
 
 const TOKEN: &str = "argo-test-token";
@@ -79,18 +80,16 @@ fn argo_request(uid: &str, template: Value) -> String {
 }
 
 fn execute(host: &Host, token: Option<&str>, body: &str) -> (u16, Value) {
+    execute_on(host.argo, token, body)
+}
+
+fn execute_on(argo: SocketAddr, token: Option<&str>, body: &str) -> (u16, Value) {
     let auth = token.map(|t| format!("Bearer {t}"));
     let headers: Vec<(&str, &str)> = auth
         .as_deref()
         .map(|a| vec![("authorization", a)])
         .unwrap_or_default();
-    let (status, text) = http_request(
-        host.argo,
-        "POST",
-        "/api/v1/template.execute",
-        &headers,
-        body,
-    );
+    let (status, text) = http_request(argo, "POST", "/api/v1/template.execute", &headers, body);
     (
         status,
         serde_json::from_str(&text).unwrap_or(Value::String(text)),
@@ -246,5 +245,189 @@ fn the_admin_api_starts_follows_and_cancels_runs() {
     assert_eq!(
         http_request(host.admin, "GET", "/v1/runs/nope", &[], "").0,
         404
+    );
+}
+
+/// The shared S3 test server (moto on 127.0.0.1:9000, started with `.ci/start-s3` when
+/// nothing answers there), with a new bucket: its endpoint and the bucket.
+fn s3_bucket(tag: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let addr: SocketAddr = ([127, 0, 0, 1], 9000).into();
+    if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../.ci/start-s3");
+        let status = Command::new("bash").arg(script).status();
+        assert!(
+            status.is_ok_and(|s| s.success()),
+            "cannot start the S3 server"
+        );
+    }
+    let bucket = format!("sigil-{tag}-{}", uuid::Uuid::new_v4().simple());
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "PUT /{bucket} HTTP/1.1\r\nhost: 127.0.0.1:9000\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    ("http://127.0.0.1:9000".into(), bucket)
+}
+
+#[test]
+fn argo_artifacts_move_through_the_blob_store() {
+    use sigil_providers::LinkConfig;
+    use sigil_providers::blobstore::StagingArea;
+
+    let (endpoint, bucket) = s3_bucket("argo");
+    let s3 = format!(
+        r#"endpoint = "{endpoint}", bucket = "{bucket}", access_key_id = "test", secret_access_key = "test""#
+    );
+    let store = StagingArea::open(
+        "s3",
+        &LinkConfig::new()
+            .with("endpoint", endpoint.as_str())
+            .with("bucket", bucket.as_str())
+            .with("access_key_id", "test")
+            .with("secret_access_key", "test"),
+    )
+    .unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    // What an earlier Argo step left in the artifact repository.
+    rt.block_on(store.write("wf-1/producer/doc.txt", b"hello artifact".to_vec()))
+        .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("blobstep.wasm"), guest("blobstep")).unwrap();
+    let argo = spare_port();
+    let config = dir.path().join("host.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[host]
+admin_address = "off"
+
+[argo]
+address = "127.0.0.1:{argo}"
+token = "{TOKEN}"
+artifacts = {{ kind = "s3", link_root = "argo-staging", {s3} }}
+
+[[actors]]
+path = "blobstep.wasm"
+
+[[providers]]
+name = "s3"
+kind = "blobstore-s3"
+config = {{ {s3} }}
+
+[[links]]
+actor = "blobstep"
+contract = "blobstore"
+provider = "s3"
+config = {{ root = "argo-staging" }}
+"#
+        ),
+    )
+    .unwrap();
+    let _server = Server(
+        Command::new(env!("CARGO_BIN_EXE_sigil"))
+            .args(["up", "--config"])
+            .arg(&config)
+            .env("SIGIL_CACHE_DIR", dir.path().join("cache"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for_port(argo);
+    let argo: SocketAddr = ([127, 0, 0, 1], argo).into();
+
+    // Read the input artifact, write the output artifact: both through the actor's own
+    // blob-store link; the plugin copies them in and out of the staging container.
+    let spec = "version: 1\nname: copy\ninputs: { doc: {}, report: {} }\nsteps:\n  \
+        - { name: read, actor: blobstep, operation: fetch, input: \"${{ inputs.doc }}\" }\n  \
+        - { name: write, actor: blobstep, operation: store, depends: [read], input: { container: \"${{ inputs.report.container }}\", object: \"${{ inputs.report.object }}\", body: \"seen: ${{ steps.read.output.body }}\" } }\n\
+        outputs: { size: \"${{ steps.write.output.size }}\" }\n";
+    let template = |outputs: Value, spec: &str| {
+        json!({
+            "name": "copy",
+            "inputs": { "artifacts": [ { "name": "doc", "path": "/tmp/doc",
+                                         "s3": { "key": "wf-1/producer/doc.txt" } } ] },
+            "outputs": { "artifacts": outputs },
+            "plugin": { "sigil": { "workflow": spec } }
+        })
+    };
+    let body = argo_request(
+        "uid-art-1",
+        template(
+            json!([{ "name": "report", "path": "/tmp/report", "s3": { "key": "wf-1/copy/report.txt" } }]),
+            spec,
+        ),
+    );
+    let (status, answer) = execute_on(argo, Some(TOKEN), &body);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["node"]["phase"], "Succeeded", "{answer}");
+    assert_eq!(
+        answer["node"]["outputs"]["artifacts"],
+        json!([{ "name": "report", "s3": { "key": "wf-1/copy/report.txt" }, "archive": { "none": {} } }])
+    );
+    assert_eq!(
+        rt.block_on(store.read("wf-1/copy/report.txt")).unwrap(),
+        b"seen: hello artifact"
+    );
+    // Asked again (Argo retries), the same answer: the copy is idempotent.
+    let (_, again) = execute_on(argo, Some(TOKEN), &body);
+    assert_eq!(again["node"]["outputs"], answer["node"]["outputs"]);
+
+    // An output artifact the steps never wrote fails the node, saying where to write it.
+    let lazy = "version: 1\nname: lazy\ninputs: { doc: {}, report: {} }\nsteps:\n  \
+        - { name: read, actor: blobstep, operation: fetch, input: \"${{ inputs.doc }}\" }\n";
+    let (_, missing) = execute_on(
+        argo,
+        Some(TOKEN),
+        &argo_request(
+            "uid-art-2",
+            template(
+                json!([{ "name": "report", "s3": { "key": "x/report.txt" } }]),
+                lazy,
+            ),
+        ),
+    );
+    assert_eq!(missing["node"]["phase"], "Failed", "{missing}");
+    let message = missing["node"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("output artifact `report`") && message.contains("PutObject"),
+        "{message}"
+    );
+
+    // An input artifact that is not there fails before anything runs.
+    let gone = json!({
+        "name": "gone",
+        "inputs": { "artifacts": [ { "name": "doc", "s3": { "key": "wf-1/nothing.txt" } } ] },
+        "plugin": { "sigil": { "actor": "blobstep", "operation": "fetch", "input": "${{ inputs.doc }}" } }
+    });
+    let (_, gone) = execute_on(argo, Some(TOKEN), &argo_request("uid-art-3", gone));
+    assert_eq!(gone["node"]["phase"], "Failed", "{gone}");
+    let message = gone["node"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("wf-1/nothing.txt") && message.contains("does not exist"),
+        "{message}"
+    );
+
+    // An artifact in another bucket is refused: the plugin moves bytes only within its own
+    // store.
+    let foreign = json!({
+        "name": "foreign",
+        "inputs": { "artifacts": [ { "name": "doc", "s3": { "bucket": "elsewhere", "key": "k" } } ] },
+        "plugin": { "sigil": { "actor": "blobstep", "operation": "fetch", "input": "${{ inputs.doc }}" } }
+    });
+    let (_, foreign) = execute_on(argo, Some(TOKEN), &argo_request("uid-art-4", foreign));
+    assert!(
+        foreign["node"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("bucket `elsewhere`"),
+        "{foreign}"
     );
 }

@@ -60,6 +60,9 @@
 
 mod backend;
 mod names;
+mod staging;
+
+pub use staging::{DEFAULT_LINK_ROOT, StagingArea};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
