@@ -77,6 +77,14 @@ pub trait StepQueue: Send + Sync + 'static {
     /// Starts consuming `route`, shared with every other consumer of the same route: each
     /// message goes to one of them.
     async fn consume(&self, route: &str) -> Result<Box<dyn StepStream>, BackendError>;
+
+    /// Whether the queue lives and dies with this process (and its run store): then no
+    /// crash can fall between storing a run and queueing its first steps, and a run is
+    /// stored first. Otherwise the first steps are queued first, so that a stored run
+    /// always has its messages.
+    fn in_process(&self) -> bool {
+        false
+    }
 }
 
 /// Messages of one route, as they arrive.

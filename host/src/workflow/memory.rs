@@ -142,6 +142,10 @@ impl StepQueue for MemoryBackend {
             route: self.route(route),
         }))
     }
+
+    fn in_process(&self) -> bool {
+        true
+    }
 }
 
 struct MemoryStream {

@@ -10,7 +10,10 @@
 //! - successors are published after the result is stored, under a message ID derived from
 //!   the run and the step, so publishing again after a crash queues nothing new; a
 //!   redelivered message for a finished step republishes its queued successors and is
-//!   acknowledged.
+//!   acknowledged;
+//! - over the network a run's first steps are queued before the run is stored, so no
+//!   stored run lacks its messages; a message whose run never appears is dropped once its
+//!   submitter would have given up.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -132,6 +135,12 @@ impl std::fmt::Debug for Scheduler {
     }
 }
 
+/// How long a host waits for the run of a step message to be stored before it asks the
+/// queue to deliver the message again later.
+const UNKNOWN_RUN_WAIT: Duration = Duration::from_millis(64);
+/// The delay before a message of a run not stored yet is delivered again.
+const UNKNOWN_RUN_RETRY: Duration = Duration::from_secs(2);
+
 /// The store key of a run.
 pub fn run_key(id: &str) -> String {
     format!("run.{id}")
@@ -196,7 +205,9 @@ impl Scheduler {
         routes: &HashMap<String, String>,
     ) -> Result<String, WorkflowError> {
         let id = uuid::Uuid::new_v4().simple().to_string();
-        self.submit_as(&id, workflow, inputs, routes).await?;
+        // A fresh random ID: no run can exist under it, so nothing is looked up first.
+        self.submit_inner(&id, workflow, inputs, routes, false)
+            .await?;
         Ok(id)
     }
 
@@ -209,6 +220,17 @@ impl Scheduler {
         workflow: &Workflow,
         inputs: BTreeMap<String, Value>,
         routes: &HashMap<String, String>,
+    ) -> Result<bool, WorkflowError> {
+        self.submit_inner(id, workflow, inputs, routes, true).await
+    }
+
+    async fn submit_inner(
+        &self,
+        id: &str,
+        workflow: &Workflow,
+        inputs: BTreeMap<String, Value>,
+        routes: &HashMap<String, String>,
+        may_exist: bool,
     ) -> Result<bool, WorkflowError> {
         let inputs = workflow.resolve_inputs(inputs)?;
         if id.is_empty()
@@ -263,6 +285,18 @@ impl Scheduler {
         run.advance();
         let bytes = encode(&run)?;
         let key = run_key(&id);
+        if may_exist && self.patiently(|| self.store.get(&key)).await?.is_some() {
+            return Ok(false);
+        }
+        // Over the network the first steps are queued before the run is stored: a
+        // submitter that dies in between leaves messages of an unknown run, which hosts
+        // drop after a grace period, never a stored run without messages. (A consumer
+        // that gets a message first waits for the run to appear.) In one process either
+        // order is safe, and storing first spares the consumer that wait.
+        let queue_first = !self.queue.in_process();
+        if queue_first {
+            self.publish_queued(&run).await?;
+        }
         match self
             .patiently(|| self.store.create(&key, bytes.clone()))
             .await
@@ -271,7 +305,9 @@ impl Scheduler {
             Err(BackendError::Conflict { .. }) => return Ok(false),
             Err(e) => return Err(e.into()),
         }
-        self.publish_queued(&run).await?;
+        if !queue_first {
+            self.publish_queued(&run).await?;
+        }
         tracing::info!(run = %id, workflow = %workflow.spec.name, "run submitted");
         Ok(true)
     }
@@ -455,15 +491,23 @@ impl Scheduler {
         let delivered = delivery.delivered();
         let started_ms = now_ms();
         // Decide without writing: a short step is claimed by the write of its result.
-        let decided = self
-            .modify_from(&msg.run, None, |run| {
+        let decide = || {
+            self.modify_from(&msg.run, None, |run| {
                 let mut copy = run.clone();
                 (
                     claim(&mut copy, &msg.step, &token, &host, delivered).0,
                     false,
                 )
             })
-            .await;
+        };
+        let mut decided = decide().await;
+        // A run's first steps are queued just before it is stored: give the store a moment.
+        let mut pause = Duration::from_millis(1);
+        while matches!(decided, Ok(None)) && pause <= UNKNOWN_RUN_WAIT {
+            tokio::time::sleep(pause).await;
+            pause *= 2;
+            decided = decide().await;
+        }
         let (run, revision) = match decided {
             Ok(Some((Claim::Run, run, revision))) => (run, revision),
             Ok(Some((Claim::Done, run, _))) => {
@@ -479,8 +523,18 @@ impl Scheduler {
                 return;
             }
             Ok(None) => {
-                tracing::warn!(run = %msg.run, step = %msg.step, "a step of an unknown run; dropped");
-                let _ = delivery.ack().await;
+                // Its submitter may still be storing it (retrying while the store is
+                // away), or may have died after queueing: ask again later, and drop the
+                // message once the submitter would have given up.
+                let grace = self.config.patience + UNKNOWN_RUN_RETRY * 4;
+                let deliveries = grace.as_secs() / UNKNOWN_RUN_RETRY.as_secs().max(1);
+                if delivered <= deliveries {
+                    tracing::debug!(run = %msg.run, step = %msg.step, delivered, "a step of a run not stored yet");
+                    let _ = delivery.nak(UNKNOWN_RUN_RETRY).await;
+                } else {
+                    tracing::warn!(run = %msg.run, step = %msg.step, "a step of a run that was never stored; dropped");
+                    let _ = delivery.ack().await;
+                }
                 return;
             }
             Err(e) => {

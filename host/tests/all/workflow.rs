@@ -250,6 +250,50 @@ async fn a_duplicate_delivery_does_not_run_a_finished_step_again() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_queued_before_its_run_is_stored_runs_once_the_run_appears() {
+    // Over the network a run's first steps are queued before the run is stored; a host
+    // that gets such a message first must wait for the run, not drop the step.
+    let f = fixture(Duration::from_secs(5)).await;
+    let workflow = Workflow::from_yaml(
+        "version: 1\nname: late\nsteps:\n  - { name: only, actor: probe, operation: next }\n",
+    )
+    .unwrap();
+    let early = StepMessage {
+        run: "late-run".into(),
+        step: "only".into(),
+    };
+    f.backend
+        .publish("name.probe", &early, "late-run.only")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(f.scheduler.status("late-run").await.is_err());
+    // Stored now (its own publish of the step is a duplicate and dropped).
+    let created = f
+        .scheduler
+        .submit_as("late-run", &workflow, BTreeMap::new(), &routes(&workflow))
+        .await
+        .unwrap();
+    assert!(created);
+    let run = tokio::time::timeout(
+        Duration::from_secs(20),
+        f.scheduler.wait("late-run", |_| {}),
+    )
+    .await
+    .expect("the early message was lost")
+    .unwrap();
+    assert_eq!(run.status, RunStatus::Succeeded);
+    assert_eq!(run.steps["only"].attempts, 1);
+    // Submitting again under the same ID starts nothing.
+    assert!(
+        !f.scheduler
+            .submit_as("late-run", &workflow, BTreeMap::new(), &routes(&workflow))
+            .await
+            .unwrap()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_inputs_are_refused_before_anything_runs() {
     let f = fixture(Duration::from_secs(5)).await;
     let workflow = Workflow::from_yaml(
