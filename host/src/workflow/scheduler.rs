@@ -293,20 +293,49 @@ impl Scheduler {
         // drop after a grace period, never a stored run without messages. (A consumer
         // that gets a message first waits for the run to appear.) In one process either
         // order is safe, and storing first spares the consumer that wait.
-        let queue_first = !self.queue.in_process();
-        if queue_first {
+        if self.queue.in_process() {
+            match self
+                .patiently(|| self.store.create(&key, bytes.clone()))
+                .await
+            {
+                Ok(_) => {}
+                Err(BackendError::Conflict { .. }) => return Ok(false),
+                Err(e) => return Err(e.into()),
+            }
             self.publish_queued(&run).await?;
-        }
-        match self
-            .patiently(|| self.store.create(&key, bytes.clone()))
-            .await
-        {
-            Ok(_) => {}
-            Err(BackendError::Conflict { .. }) => return Ok(false),
-            Err(e) => return Err(e.into()),
-        }
-        if !queue_first {
-            self.publish_queued(&run).await?;
+        } else {
+            // Sent together, the messages ahead of the run, on one connection: the server
+            // takes them in that order, and no one waits a round trip between them.
+            let queued = run.queued();
+            let publishes = futures::future::join_all(
+                queued
+                    .iter()
+                    .map(|step| self.publish(&run.id, std::slice::from_ref(step))),
+            );
+            let create = self.patiently(|| self.store.create(&key, bytes.clone()));
+            let (published, created) = tokio::join!(publishes, create);
+            match created {
+                Ok(_) => {}
+                Err(BackendError::Conflict { .. }) => return Ok(false),
+                Err(e) => return Err(e.into()),
+            }
+            if let Some(Err(e)) = published.into_iter().find(Result::is_err) {
+                // Stored but not queued: end the run rather than leave it waiting.
+                let message = format!("its first steps could not be queued: {e}");
+                let _ = self
+                    .modify(&id, |run| {
+                        if run.status.is_final() {
+                            return ((), false);
+                        }
+                        run.status = RunStatus::Failed;
+                        run.error = Some(message.clone());
+                        run.finished_ms = Some(now_ms());
+                        run.cancel_waiting();
+                        ((), true)
+                    })
+                    .await;
+                return Err(e);
+            }
         }
         tracing::info!(run = %id, workflow = %workflow.spec.name, "run submitted");
         Ok(true)
@@ -314,23 +343,24 @@ impl Scheduler {
 
     /// Stores a spec once under `spec.<hash of its JSON>`; answers the key.
     async fn store_spec(&self, workflow: &Workflow) -> Result<String, WorkflowError> {
-        let bytes = serde_json::to_vec(&workflow.spec).map_err(|e| WorkflowError::Corrupt {
-            id: workflow.spec.name.clone(),
-            message: e.to_string(),
-        })?;
-        let key = format!("spec.{}", &blake3::hash(&bytes).to_hex()[..32]);
-        if lock(&self.workflows).contains_key(&key) {
-            return Ok(key);
+        let (key, bytes) = workflow
+            .stored_spec()
+            .map_err(|message| WorkflowError::Corrupt {
+                id: workflow.spec.name.clone(),
+                message,
+            })?;
+        if lock(&self.workflows).contains_key(key) {
+            return Ok(key.to_string());
         }
         match self
-            .patiently(|| self.store.create(&key, bytes.clone()))
+            .patiently(|| self.store.create(key, bytes.to_vec()))
             .await
         {
             Ok(_) | Err(BackendError::Conflict { .. }) => {}
             Err(e) => return Err(e.into()),
         }
-        self.remember(&key, Arc::new(workflow.clone()));
-        Ok(key)
+        self.remember(key, Arc::new(workflow.clone()));
+        Ok(key.to_string())
     }
 
     fn remember(&self, key: &str, workflow: Arc<Workflow>) {
@@ -502,10 +532,15 @@ impl Scheduler {
         };
         let mut decided = decide().await;
         // A run's first steps are queued just before it is stored: give the store a moment.
-        let mut pause = Duration::from_millis(1);
+        let mut pause = Duration::ZERO;
         while matches!(decided, Ok(None)) && pause <= UNKNOWN_RUN_WAIT {
-            tokio::time::sleep(pause).await;
-            pause *= 2;
+            if pause.is_zero() {
+                tokio::task::yield_now().await;
+                pause = Duration::from_millis(1);
+            } else {
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+            }
             decided = decide().await;
         }
         let (run, revision) = match decided {

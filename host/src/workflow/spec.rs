@@ -490,6 +490,8 @@ pub struct Workflow {
     pub order: Vec<String>,
     /// The outputs template.
     pub outputs: Option<Template>,
+    /// The spec's stored form and its key, computed on first use.
+    stored: std::sync::OnceLock<Result<(String, Vec<u8>), String>>,
 }
 
 fn check_name(what: &str, name: &str) -> Result<(), SpecError> {
@@ -653,7 +655,22 @@ impl Workflow {
             steps,
             order,
             outputs,
+            stored: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The spec as stored with its runs (JSON) and its store key, `spec.<hash>`: computed
+    /// once per checked workflow (change `spec` only through [`Workflow::check`]).
+    pub fn stored_spec(&self) -> Result<(&str, &[u8]), String> {
+        let stored = self.stored.get_or_init(|| {
+            let bytes = serde_json::to_vec(&self.spec).map_err(|e| e.to_string())?;
+            let key = format!("spec.{}", &blake3::hash(&bytes).to_hex()[..32]);
+            Ok((key, bytes))
+        });
+        match stored {
+            Ok((key, bytes)) => Ok((key.as_str(), bytes.as_slice())),
+            Err(e) => Err(e.clone()),
+        }
     }
 
     /// The inputs of a run: those given, plus defaults; an unknown or missing one is an error.
