@@ -163,7 +163,11 @@ impl InvocationGuard {
         );
     }
 
-    fn input(&self, call: &HostCall<'_>, step: Option<&WorkflowStep>) -> serde_json::Value {
+    fn input(
+        &self,
+        call: &HostCall<'_>,
+        step: Option<&WorkflowStep>,
+    ) -> Result<serde_json::Value, Decision> {
         let input = InvocationInput {
             actor: &self.actor,
             contract_id: call.namespace,
@@ -173,7 +177,9 @@ impl InvocationGuard {
             workflow: step,
             host: &self.host,
         };
-        serde_json::to_value(&input).unwrap_or(serde_json::Value::Null)
+        // Fail closed: a policy is never asked about an input it cannot see.
+        serde_json::to_value(&input)
+            .map_err(|e| Decision::Deny(format!("cannot build the policy input: {e}")))
     }
 
     /// The decision for `call`, blocking the thread for a remote decider on a cache miss.
@@ -182,12 +188,14 @@ impl InvocationGuard {
         let (hit, caching, generation) = self.cached(call, step.as_ref());
         let decision = match hit {
             Some(d) => d,
-            None => {
-                let input = self.input(call, step.as_ref());
-                let d = self.decider.decide_blocking(DecisionPoint::Invoke, &input);
-                self.remember(call, step.as_ref(), caching, generation, &d);
-                d
-            }
+            None => match self.input(call, step.as_ref()) {
+                Ok(input) => {
+                    let d = self.decider.decide_blocking(DecisionPoint::Invoke, &input);
+                    self.remember(call, step.as_ref(), caching, generation, &d);
+                    d
+                }
+                Err(denied) => denied,
+            },
         };
         self.conclude(call, decision)
     }
@@ -206,12 +214,14 @@ impl InvocationGuard {
         let (hit, caching, generation) = self.cached(call, step.as_ref());
         let decision = match hit {
             Some(d) => d,
-            None => {
-                let input = self.input(call, step.as_ref());
-                let d = self.decider.decide(DecisionPoint::Invoke, &input).await;
-                self.remember(call, step.as_ref(), caching, generation, &d);
-                d
-            }
+            None => match self.input(call, step.as_ref()) {
+                Ok(input) => {
+                    let d = self.decider.decide(DecisionPoint::Invoke, &input).await;
+                    self.remember(call, step.as_ref(), caching, generation, &d);
+                    d
+                }
+                Err(denied) => denied,
+            },
         };
         self.conclude(call, decision)
     }

@@ -79,22 +79,13 @@ impl PolicyService {
                 url: url.to_string(),
                 message: e.to_string(),
             })?;
-        Ok(Self::with_client(client, subject, timeout))
-    }
-
-    /// A service over an existing connection.
-    pub fn with_client(
-        client: async_nats::Client,
-        subject: impl Into<String>,
-        timeout: Duration,
-    ) -> Self {
-        PolicyService {
+        Ok(PolicyService {
             client,
             subject: subject.into(),
             timeout,
             cache_for: Duration::ZERO,
             runtime: tokio::runtime::Handle::current(),
-        }
+        })
     }
 
     /// Reuses invocation answers for up to `ttl` (zero, the default, asks every time).
