@@ -28,7 +28,8 @@ const NATS: &str = "nats://127.0.0.1:4222";
 
 /// A guest that makes one host call of the caller's choosing. Payload: three length bytes
 /// (link, contract, operation), those three strings, then the call's body. It answers
-/// the provider's response, or fails with the host error.
+/// the provider's response, or fails with the host error. An operation starting with `k`
+/// (`kvset`, for workflow steps) makes a key-value `Set` with the payload as its body.
 fn caller() -> Vec<u8> {
     wat::parse_str(
         r#"(module
@@ -41,9 +42,22 @@ fn caller() -> Vec<u8> {
   (import "wapc" "__host_error_len" (func $host_error_len (result i32)))
   (import "wapc" "__host_error" (func $host_error (param i32)))
   (memory (export "memory") 4)
+  (data (i32.const 0x100) "default")
+  (data (i32.const 0x110) "wasmcloud:keyvalue")
+  (data (i32.const 0x130) "Set")
   (func (export "__guest_call") (param $op_len i32) (param $len i32) (result i32)
     (local $l i32) (local $n i32) (local $o i32) (local $body i32) (local $r i32)
     (call $guest_request (i32.const 0x1000) (i32.const 0x2000))
+    (if (i32.eq (i32.load8_u (i32.const 0x1000)) (i32.const 0x6b)) (then
+      (if (call $host_call (i32.const 0x100) (i32.const 7) (i32.const 0x110) (i32.const 18)
+                           (i32.const 0x130) (i32.const 3) (i32.const 0x2000) (local.get $len))
+        (then
+          (call $guest_response (i32.const 0x2000) (i32.const 0))
+          (return (i32.const 1))))
+      (local.set $r (call $host_error_len))
+      (call $host_error (i32.const 0x30000))
+      (call $guest_error (i32.const 0x30000) (local.get $r))
+      (return (i32.const 0))))
     (local.set $l (i32.load8_u (i32.const 0x2000)))
     (local.set $n (i32.load8_u (i32.const 0x2001)))
     (local.set $o (i32.load8_u (i32.const 0x2002)))
@@ -476,6 +490,66 @@ async fn workflow_steps_are_in_the_input_and_in_the_cache_key() {
     );
     assert!(message.contains("of run r2"), "{message}");
     host.invoke_async(&actor, "call", &set).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scheduler_tells_the_policy_which_run_and_step_calls() {
+    use sigil_host::workflow::memory::MemoryBackend;
+    use sigil_host::workflow::scheduler::{Scheduler, SchedulerConfig};
+    use sigil_host::workflow::spec::Workflow;
+    use sigil_host::workflow::state::{RunStatus, StepStatus};
+
+    let policy = rego(
+        "steps.rego",
+        "package sigil.invoke\n\ndeny contains msg if {\n  input.workflow.step == \"purge\"\n  \
+         msg := sprintf(\"step %s of run %s may not write\", [input.workflow.step, input.workflow.run])\n}\n",
+    );
+    let (host, recorder) = host_under(policy, labels(&[]));
+    host.load_actor(sign(&caller(), "writer", &["keyvalue"]).bytes)
+        .unwrap();
+    let backend = MemoryBackend::new();
+    let scheduler = Scheduler::new(
+        Arc::new(backend.clone()),
+        Arc::new(backend.clone()),
+        Arc::new(host),
+        SchedulerConfig {
+            host: "test-host".into(),
+            ..SchedulerConfig::default()
+        },
+    );
+    scheduler.serve("name.writer").await.unwrap();
+    let workflow = Workflow::from_yaml(
+        r#"
+version: 1
+name: tidy
+steps:
+  - { name: load, actor: writer, operation: kvset, input: "data" }
+  - { name: purge, actor: writer, operation: kvset, depends: [load], input: "data" }
+"#,
+    )
+    .unwrap();
+    let routes = ["load", "purge"]
+        .iter()
+        .map(|s| (s.to_string(), "name.writer".to_string()))
+        .collect();
+    let id = scheduler
+        .submit(&workflow, BTreeMap::new(), &routes)
+        .await
+        .unwrap();
+    let run = tokio::time::timeout(Duration::from_secs(30), scheduler.wait(&id, |_| {}))
+        .await
+        .expect("the run did not end")
+        .unwrap();
+    assert_eq!(run.steps["load"].status, StepStatus::Succeeded);
+    assert_eq!(run.steps["purge"].status, StepStatus::Failed);
+    assert_eq!(run.status, RunStatus::Failed);
+    let error = run.error.unwrap();
+    assert!(
+        error.contains(&format!("step purge of run {id} may not write")),
+        "{error}"
+    );
+    // Only the allowed step's call reached the provider.
+    assert_eq!(recorder.calls.lock().unwrap().len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
