@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use super::{
     ActorRef, Caching, Decision, DecisionPoint, HostInfo, InputUse, InvocationInput, PolicyDecider,
-    WorkflowStep, current_workflow_step,
+    WORKFLOW_STEP, WorkflowStep, current_workflow_step,
 };
 use crate::engine::HostCall;
 
@@ -203,8 +203,10 @@ impl InvocationGuard {
     /// The answer for `call` if it is cached, else `None` (ask with
     /// [`InvocationGuard::check_async`]).
     pub fn check_cached(&self, call: &HostCall<'_>) -> Option<Result<(), String>> {
-        let step = current_workflow_step();
-        let (hit, _, _) = self.cached(call, step.as_ref());
+        // The step is borrowed where it lives: the hot path copies nothing.
+        let (hit, _, _) = WORKFLOW_STEP
+            .try_with(|step| self.cached(call, Some(step)))
+            .unwrap_or_else(|_| self.cached(call, None));
         hit.map(|d| self.conclude(call, d))
     }
 

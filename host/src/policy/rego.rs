@@ -11,7 +11,7 @@
 //! good policy in force and is logged (and kept in [`RegoPolicy::status`]).
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
 use std::time::Duration;
 
@@ -87,6 +87,8 @@ pub struct RegoPolicy {
     files: Vec<PathBuf>,
     current: RwLock<Arc<Loaded>>,
     generation: AtomicU64,
+    /// The loaded policy's [`InputUse`], readable without the lock on the hot path.
+    uses: AtomicU8,
     last_error: Mutex<Option<String>>,
 }
 
@@ -120,6 +122,7 @@ impl RegoPolicy {
     fn with(files: Vec<PathBuf>, loaded: Loaded) -> Self {
         RegoPolicy {
             files,
+            uses: AtomicU8::new(pack(loaded.uses)),
             current: RwLock::new(Arc::new(loaded)),
             generation: AtomicU64::new(1),
             last_error: Mutex::new(None),
@@ -149,8 +152,14 @@ impl RegoPolicy {
                 return Ok(false);
             }
             let loaded = compile(sources)?;
-            *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(loaded);
+            let uses = pack(loaded.uses);
+            let mut current = self.current.write().unwrap_or_else(PoisonError::into_inner);
+            *current = Arc::new(loaded);
+            // Under the lock, so that uses and generation change together for readers
+            // that see the new generation (caches key on both).
+            self.uses.store(uses, Ordering::SeqCst);
             self.generation.fetch_add(1, Ordering::SeqCst);
+            drop(current);
             Ok(true)
         });
         let mut last_error = self
@@ -261,7 +270,18 @@ impl PolicyDecider for RegoPolicy {
     fn caching(&self) -> Caching {
         // Without time builtins or external data, the answer is a function of the input:
         // it holds until the files change.
-        Caching::UntilChanged(self.loaded().uses)
+        Caching::UntilChanged(unpack(self.uses.load(Ordering::SeqCst)))
+    }
+}
+
+fn pack(uses: InputUse) -> u8 {
+    u8::from(uses.payload_size) | (u8::from(uses.workflow) << 1)
+}
+
+fn unpack(bits: u8) -> InputUse {
+    InputUse {
+        payload_size: bits & 1 != 0,
+        workflow: bits & 2 != 0,
     }
 }
 
