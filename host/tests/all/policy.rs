@@ -685,6 +685,35 @@ async fn the_decision_service_allows_and_sees_the_documented_request() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decision_service_answers_are_reused_only_when_configured() {
+    let (subject, mut requests) = decision_service(|_| Some(br#"{"allow": true}"#.to_vec())).await;
+    let count_invokes = |requests: &mut tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>| {
+        let mut n = 0;
+        while let Ok(r) = requests.try_recv() {
+            n += usize::from(r["point"] == "invoke");
+        }
+        n
+    };
+    for (cache, expected) in [(Duration::ZERO, 4), (Duration::from_secs(3600), 2)] {
+        let service = PolicyService::connect(NATS, subject.as_str(), Duration::from_secs(5))
+            .await
+            .unwrap()
+            .cache_for(cache);
+        let (host, _) = host_under(Arc::new(service), labels(&[]));
+        let actor = host
+            .load_actor(sign(&caller(), "asker", &["keyvalue"]).bytes)
+            .unwrap();
+        for op in ["Get", "Get", "Get", "Set"] {
+            host.invoke_async(&actor, "call", &kv(op, b"k"))
+                .await
+                .unwrap();
+        }
+        // The service's answers have all been received, so its log of requests is complete.
+        assert_eq!(count_invokes(&mut requests), expected, "cache {cache:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_decision_service_denies_with_its_reason() {
     let (subject, _requests) = decision_service(|request| {
         let deny = request["point"] == "invoke" && request["input"]["operation"] == "Delete";
