@@ -10,6 +10,7 @@ use sigil_claims::{Policy, VerifiedClaims, VerifiedModule};
 
 use crate::dispatch::{ActorIdentity, CapabilityGate, ProviderDispatch};
 use crate::engine::{ActorTemplate, Engine, LoadError, TemplateInfo};
+use crate::policy::Enforcer;
 
 /// A verified, compiled actor with its capability gate.
 pub struct Actor {
@@ -37,10 +38,30 @@ impl Actor {
         policy: &Policy,
         providers: Arc<dyn ProviderDispatch>,
     ) -> Result<Self, LoadError> {
+        Self::load_with_policy(engine, bytes, policy, providers, None)
+    }
+
+    /// [`Actor::load`] under the host's policy as well: once the claims verify, the policy
+    /// decides whether the actor may start (before anything is compiled), and its gate puts
+    /// every capability call the claims allow to the policy too.
+    pub fn load_with_policy(
+        engine: &Engine,
+        bytes: impl Into<Arc<[u8]>>,
+        policy: &Policy,
+        providers: Arc<dyn ProviderDispatch>,
+        enforcer: Option<&Enforcer>,
+    ) -> Result<Self, LoadError> {
         let module = VerifiedModule::verify(bytes, policy)?;
+        if let Some(enforcer) = enforcer {
+            enforcer.check_start(module.claims())?;
+        }
         let template = engine.prepare(&module)?;
         let identity = Arc::new(ActorIdentity::from_claims(module.claims()));
-        let gate = Arc::new(CapabilityGate::new(identity.clone(), providers));
+        let mut gate = CapabilityGate::new(identity.clone(), providers);
+        if let Some(enforcer) = enforcer {
+            gate = gate.with_policy(enforcer.guard(&identity, module.claims().tags()));
+        }
+        let gate = Arc::new(gate);
         Ok(Actor {
             module,
             identity,

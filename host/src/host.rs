@@ -9,12 +9,14 @@ use sigil_claims::Policy;
 use crate::actors::Actor;
 use crate::dispatch::{NoProviders, ProviderDispatch};
 use crate::engine::{Engine, EngineConfig, InvocationError, Limits, LoadError};
+use crate::policy::Enforcer;
 
 /// Builds a [`Host`].
 pub struct HostBuilder {
     config: EngineConfig,
     policy: Policy,
     providers: Arc<dyn ProviderDispatch>,
+    enforcer: Option<Enforcer>,
 }
 
 impl Default for HostBuilder {
@@ -23,6 +25,7 @@ impl Default for HostBuilder {
             config: EngineConfig::default(),
             policy: Policy::new(),
             providers: Arc::new(NoProviders),
+            enforcer: None,
         }
     }
 }
@@ -58,12 +61,20 @@ impl HostBuilder {
         self
     }
 
+    /// Puts actor starts and capability calls to a policy (Rego files, a decision service)
+    /// after the claims allow them.
+    pub fn enforcer(mut self, enforcer: Enforcer) -> Self {
+        self.enforcer = Some(enforcer);
+        self
+    }
+
     /// Builds the host.
     pub fn build(self) -> Result<Host, LoadError> {
         Ok(Host {
             engine: Engine::new(self.config)?,
             policy: self.policy,
             providers: self.providers,
+            enforcer: self.enforcer,
             actors: RwLock::new(BTreeMap::new()),
         })
     }
@@ -74,6 +85,7 @@ pub struct Host {
     engine: Engine,
     policy: Policy,
     providers: Arc<dyn ProviderDispatch>,
+    enforcer: Option<Enforcer>,
     actors: RwLock<BTreeMap<String, Arc<Actor>>>,
 }
 
@@ -97,14 +109,20 @@ impl Host {
         &self.engine
     }
 
+    /// The host's policy, if it has one.
+    pub fn enforcer(&self) -> Option<&Enforcer> {
+        self.enforcer.as_ref()
+    }
+
     /// Verifies, compiles and registers an actor; a newer module with the same public key
-    /// replaces the older one.
+    /// replaces the older one. With a policy, the policy must allow it to start.
     pub fn load_actor(&self, bytes: impl Into<Arc<[u8]>>) -> Result<Arc<Actor>, LoadError> {
-        let actor = Arc::new(Actor::load(
+        let actor = Arc::new(Actor::load_with_policy(
             &self.engine,
             bytes,
             &self.policy,
             self.providers.clone(),
+            self.enforcer.as_ref(),
         )?);
         tracing::info!(
             actor = actor.name(),

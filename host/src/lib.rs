@@ -18,14 +18,16 @@
 //!
 //! The pieces, each knowing as little as it can: [`engine`] (wasmtime and the waPC ABI;
 //! bytes and a host-call handler, nothing of claims), [`actors`] (verification, then the
-//! engine), [`dispatch`] (the capability gate, built-in capabilities, the provider seam) and
-//! [`build`] (building and signing actor crates).
+//! engine), [`dispatch`] (the capability gate, built-in capabilities, the provider seam),
+//! [`policy`] (what this deployment allows on top of the claims: Rego files or a decision
+//! service) and [`build`] (building and signing actor crates).
 
 pub mod actors;
 pub mod build;
 pub mod dispatch;
 pub mod engine;
 mod host;
+pub mod policy;
 pub mod up;
 pub mod workflow;
 

@@ -4,7 +4,10 @@
 //! The gate is not a layer anyone can remove or reorder: [`CapabilityGate`] is the only
 //! [`HostCallHandler`] the host gives an actor, and it checks the signed claims before it
 //! looks at anything else. A call for a capability the actor was not granted is refused with
-//! a message naming the capability and the actor, and no provider ever sees it.
+//! a message naming the capability and the actor, and no provider ever sees it. Only a call
+//! the claims allow is then put to the host's policy, if it has one
+//! ([`crate::policy::InvocationGuard`]): a policy can refuse what the claims grant, never
+//! grant what they lack.
 
 mod builtins;
 mod registry;
@@ -17,6 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use sigil_claims::caps;
 
 use crate::engine::{HostCall, HostCallFuture, HostCallHandler};
+use crate::policy::InvocationGuard;
 
 pub use sigil_providers::ActorIdentity;
 
@@ -59,6 +63,8 @@ pub struct GateStats {
     pub allowed: AtomicU64,
     /// Host calls refused for lack of a capability claim.
     pub denied: AtomicU64,
+    /// Host calls the claims allowed and the host's policy refused.
+    pub policy_denied: AtomicU64,
 }
 
 /// The capability gate of one actor: the [`HostCallHandler`] every invocation of it gets.
@@ -66,6 +72,7 @@ pub struct CapabilityGate {
     actor: Arc<ActorIdentity>,
     providers: Arc<dyn ProviderDispatch>,
     stats: GateStats,
+    policy: Option<InvocationGuard>,
 }
 
 impl std::fmt::Debug for CapabilityGate {
@@ -84,7 +91,14 @@ impl CapabilityGate {
             actor,
             providers,
             stats: GateStats::default(),
+            policy: None,
         }
+    }
+
+    /// Puts every call the claims allow to `guard` as well.
+    pub fn with_policy(mut self, guard: InvocationGuard) -> Self {
+        self.policy = Some(guard);
+        self
     }
 
     /// The actor this gate guards.
@@ -125,6 +139,13 @@ impl CapabilityGate {
         Ok(())
     }
 
+    fn count_policy(&self, answer: Result<(), String>) -> Result<(), String> {
+        if answer.is_err() {
+            self.stats.policy_denied.fetch_add(1, Ordering::Relaxed);
+        }
+        answer
+    }
+
     /// A built-in capability's answer, or `None` when a provider serves the call.
     fn builtin(&self, call: &HostCall<'_>) -> Option<Result<Vec<u8>, String>> {
         match call.namespace {
@@ -139,14 +160,38 @@ impl HostCallHandler for CapabilityGate {
     fn host_call(&self, call: &HostCall<'_>) -> Result<Vec<u8>, String> {
         // The gate: before anything else, and for built-ins too.
         self.check(call)?;
+        // Then the policy, which may only narrow what the claims allow.
+        if let Some(policy) = &self.policy {
+            self.count_policy(policy.check(call))?;
+        }
         self.builtin(call)
             .unwrap_or_else(|| self.providers.dispatch(&self.actor, call))
     }
 
     fn host_call_async<'a>(&'a self, call: HostCall<'a>) -> HostCallFuture<'a> {
-        let answer = self
-            .check(&call)
-            .and_then(|()| self.builtin(&call).transpose());
+        if let Err(message) = self.check(&call) {
+            return Box::pin(std::future::ready(Err(message)));
+        }
+        if let Some(policy) = &self.policy {
+            match policy.check_cached(&call) {
+                Some(Ok(())) => {}
+                Some(Err(message)) => {
+                    self.stats.policy_denied.fetch_add(1, Ordering::Relaxed);
+                    return Box::pin(std::future::ready(Err(message)));
+                }
+                // Not decided before: ask, then go on as below.
+                None => {
+                    return Box::pin(async move {
+                        self.count_policy(policy.check_async(&call).await)?;
+                        match self.builtin(&call) {
+                            Some(response) => response,
+                            None => self.providers.dispatch_async(&self.actor, call).await,
+                        }
+                    });
+                }
+            }
+        }
+        let answer = self.builtin(&call).transpose();
         match answer {
             Ok(None) => self.providers.dispatch_async(&self.actor, call),
             Ok(Some(response)) => Box::pin(std::future::ready(Ok(response))),

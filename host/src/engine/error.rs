@@ -11,6 +11,10 @@ pub enum LoadError {
     #[error(transparent)]
     Claims(#[from] sigil_claims::Error),
 
+    /// The claims verified, and the host's policy refused to start the actor.
+    #[error(transparent)]
+    Denied(#[from] crate::policy::PolicyDenied),
+
     /// The module is not valid WebAssembly or uses features the engine does not enable.
     #[error("module does not compile: {message}")]
     Compile {

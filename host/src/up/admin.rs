@@ -214,6 +214,7 @@ impl Admin {
         match self.runtime.add_link(&definition).await {
             Ok(()) => text(201, "link added"),
             Err(e @ RuntimeLinkError::NoSuchActor(_)) => text(404, &e.to_string()),
+            Err(e @ RuntimeLinkError::Denied(_)) => text(403, &e.to_string()),
             Err(e @ RuntimeLinkError::Link(sigil_providers::LinkError::Duplicate { .. })) => {
                 text(409, &e.to_string())
             }

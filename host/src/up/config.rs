@@ -49,6 +49,8 @@ pub struct HostConfig {
     pub engine: EngineConfig,
     /// The verification policy.
     pub policy: sigil_claims::Policy,
+    /// Policy control on top of the claims: Rego files and a decision service.
+    pub policy_control: PolicyControl,
     /// Actor modules to load, with the line that named each.
     pub actors: Vec<Located<PathBuf>>,
     /// Provider instances to start.
@@ -59,6 +61,37 @@ pub struct HostConfig {
     pub workflows: WorkflowSettings,
     /// The Argo executor plugin endpoint, when enabled.
     pub argo: Option<ArgoSettings>,
+}
+
+/// The policy control of `[policy]`: Rego files, a decision service, or neither.
+#[derive(Debug, Clone, Default)]
+pub struct PolicyControl {
+    /// Rego files (`rego = [...]`), absolute.
+    pub rego: Vec<PathBuf>,
+    /// How often the Rego files are checked for changes; `None` never reloads them.
+    pub reload: Option<Duration>,
+    /// The external decision service (`[policy.service]`).
+    pub service: Option<PolicyServiceSettings>,
+}
+
+impl PolicyControl {
+    /// True when neither Rego files nor a service are configured.
+    pub fn is_empty(&self) -> bool {
+        self.rego.is_empty() && self.service.is_none()
+    }
+}
+
+/// `[policy.service]`: a decision service answering on a NATS subject.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyServiceSettings {
+    /// The NATS server URL.
+    pub nats: String,
+    /// The request subject.
+    pub subject: String,
+    /// How long to wait for an answer before denying.
+    pub timeout: Duration,
+    /// How long an invocation answer may be reused (zero: never).
+    pub cache: Duration,
 }
 
 /// The `[argo]` section: where the executor plugin endpoint listens and the token Argo
@@ -229,6 +262,19 @@ struct RawPolicy {
     revoked: Vec<String>,
     #[serde(default)]
     allow_legacy_hash: bool,
+    #[serde(default)]
+    rego: Vec<PathBuf>,
+    reload: Option<Spanned<String>>,
+    service: Option<Spanned<RawPolicyService>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicyService {
+    nats: Option<String>,
+    subject: Option<String>,
+    timeout: Option<Spanned<String>>,
+    cache: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -419,6 +465,46 @@ impl HostConfig {
         for key in raw.policy.revoked {
             policy = policy.revoke_subject(key);
         }
+        let reload = match &raw.policy.reload {
+            None => Some(Duration::from_secs(1)),
+            Some(r) if r.get_ref() == "off" => None,
+            Some(r) => Some(duration(r, "reload")?).filter(|d| !d.is_zero()),
+        };
+        let service = match raw.policy.service {
+            None => None,
+            Some(s) => {
+                let span = s.span();
+                let s = s.into_inner();
+                let subject = s.subject.filter(|v| !v.is_empty()).ok_or_else(|| {
+                    source.error(
+                        span.clone(),
+                        "[policy.service] needs the subject the decision service answers on, \
+                         like subject = \"sigil.policy\"",
+                    )
+                })?;
+                PolicyServiceSettings {
+                    nats: s
+                        .nats
+                        .filter(|v| !v.is_empty())
+                        .unwrap_or_else(|| "nats://127.0.0.1:4222".to_string()),
+                    subject,
+                    timeout: match &s.timeout {
+                        Some(d) => duration(d, "timeout")?,
+                        None => Duration::from_millis(500),
+                    },
+                    cache: match &s.cache {
+                        Some(d) => duration(d, "cache")?,
+                        None => Duration::ZERO,
+                    },
+                }
+                .into()
+            }
+        };
+        let policy_control = PolicyControl {
+            rego: raw.policy.rego.iter().map(|p| resolve(p)).collect(),
+            reload,
+            service,
+        };
 
         let drain_timeout = match &raw.host.drain_timeout {
             Some(d) => duration(d, "drain_timeout")?,
@@ -625,6 +711,7 @@ impl HostConfig {
             drain_timeout,
             engine,
             policy,
+            policy_control,
             actors,
             providers,
             links,
@@ -754,6 +841,48 @@ config = { prefix = "c:", allow = ["a", "b"], n = 3 }
         assert!(e.message.contains("link_root"), "{e}");
         let e = parse("[workflows]\nack_wait = \"often\"\n").unwrap_err();
         assert_eq!(e.line, 2);
+    }
+
+    #[test]
+    fn policy_control_section() {
+        let c = parse(
+            "[policy]\nrego = [\"policies/kv.rego\", \"/abs/host.rego\"]\nreload = \"2s\"\n\n\
+             [policy.service]\nsubject = \"sigil.policy\"\ntimeout = \"250ms\"\n",
+        )
+        .unwrap();
+        let p = &c.policy_control;
+        assert_eq!(
+            p.rego,
+            [
+                PathBuf::from("/etc/sigil/policies/kv.rego"),
+                PathBuf::from("/abs/host.rego")
+            ]
+        );
+        assert_eq!(p.reload, Some(Duration::from_secs(2)));
+        assert_eq!(
+            p.service,
+            Some(PolicyServiceSettings {
+                nats: "nats://127.0.0.1:4222".into(),
+                subject: "sigil.policy".into(),
+                timeout: Duration::from_millis(250),
+                cache: Duration::ZERO,
+            })
+        );
+        assert!(parse("").unwrap().policy_control.is_empty());
+        assert_eq!(
+            parse("[policy]\nreload = \"off\"\n")
+                .unwrap()
+                .policy_control
+                .reload,
+            None
+        );
+
+        let e = parse("[policy.service]\nnats = \"nats://h:4222\"\n").unwrap_err();
+        assert!(e.message.contains("needs the subject"), "{e}");
+        let e = parse("[policy]\nreload = \"sometimes\"\n").unwrap_err();
+        assert_eq!(e.line, 2);
+        let e = parse("[policy.service]\nsubject = \"s\"\nurl = \"x\"\n").unwrap_err();
+        assert!(e.message.contains("url"), "{e}");
     }
 
     #[test]

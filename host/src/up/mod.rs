@@ -9,6 +9,7 @@ pub mod argo;
 mod builtin;
 pub mod config;
 pub mod metrics;
+pub mod policy;
 pub mod runtime;
 pub mod workflows;
 
@@ -67,7 +68,8 @@ pub async fn start_with(
     config: &HostConfig,
     extra_actors: Vec<(std::path::PathBuf, Vec<u8>)>,
 ) -> Result<Running, ConfigError> {
-    let runtime = Runtime::new(config.engine.clone(), config.policy.clone())
+    let enforcer = policy::enforcer(config).await?;
+    let runtime = Runtime::with_enforcer(config.engine.clone(), config.policy.clone(), enforcer)
         .map_err(|e| config.error_at(0, format!("cannot start the engine: {e}")))?;
 
     for actor in &config.actors {

@@ -14,6 +14,7 @@ use tokio::sync::{Notify, Semaphore};
 use super::metrics::Metrics;
 use crate::dispatch::RegistryDispatch;
 use crate::engine::{EngineConfig, InvocationError, LoadError};
+use crate::policy::{Enforcer, PolicyDenied};
 use crate::{Actor, Host};
 
 /// Why the running host could not serve an invocation.
@@ -43,6 +44,9 @@ pub enum RuntimeLinkError {
     /// The registry refused it.
     #[error(transparent)]
     Link(#[from] LinkError),
+    /// The claims allow it, and the host's policy refused it.
+    #[error(transparent)]
+    Denied(#[from] PolicyDenied),
 }
 
 /// Hands provider deliveries (HTTP requests, messages) to the runtime.
@@ -133,6 +137,16 @@ impl Runtime {
     /// A runtime with no actors or providers yet. Must be called inside a multi-threaded
     /// tokio runtime, which drives the providers.
     pub fn new(engine: EngineConfig, policy: Policy) -> Result<Arc<Self>, LoadError> {
+        Self::with_enforcer(engine, policy, None)
+    }
+
+    /// [`Runtime::new`], with actor starts, links and capability calls also put to the
+    /// host's policy (after the claims allow them).
+    pub fn with_enforcer(
+        engine: EngineConfig,
+        policy: Policy,
+        enforcer: Option<Enforcer>,
+    ) -> Result<Arc<Self>, LoadError> {
         let gateway = Arc::new(Gateway {
             runtime: OnceLock::new(),
         });
@@ -141,11 +155,14 @@ impl Runtime {
         let dispatch = RegistryDispatch::new(registry.clone(), tokio::runtime::Handle::current())
             .with_observer(metrics.clone());
         let concurrency = usize::try_from(engine.max_instances).unwrap_or(256).max(1);
-        let host = Host::builder()
+        let mut builder = Host::builder()
             .engine_config(engine)
             .policy(policy)
-            .providers(Arc::new(dispatch))
-            .build()?;
+            .providers(Arc::new(dispatch));
+        if let Some(enforcer) = enforcer {
+            builder = builder.enforcer(enforcer);
+        }
+        let host = builder.build()?;
         let runtime = Arc::new(Runtime {
             host: Arc::new(host),
             registry,
@@ -196,12 +213,22 @@ impl Runtime {
         self.registry.add_provider(name, provider).await
     }
 
-    /// Applies a link; its actor must be loaded.
+    /// Applies a link; its actor must be loaded, and the host's policy, if any, must allow
+    /// it.
     pub async fn add_link(&self, definition: &LinkDefinition) -> Result<(), RuntimeLinkError> {
         let actor = self
             .host
             .actor(&definition.actor)
             .ok_or_else(|| RuntimeLinkError::NoSuchActor(definition.actor.clone()))?;
+        // The claims first: a link they refuse is refused by the registry with its own
+        // message, and never reaches the policy.
+        if let Some(enforcer) = self.host.enforcer()
+            && actor.identity().has_capability(&definition.contract_id)
+        {
+            enforcer
+                .check_link(actor.identity(), actor.claims().tags(), definition)
+                .await?;
+        }
         self.registry
             .add_link(actor.identity().clone(), definition)
             .await?;

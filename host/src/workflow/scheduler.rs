@@ -692,7 +692,13 @@ impl Scheduler {
             .strip_prefix("key.")
             .or_else(|| route.strip_prefix("name."))
             .unwrap_or(route);
-        let call = self.runner.run(actor, &step.spec.operation, payload);
+        // The run and step, for the policy's decisions on the actor's capability calls.
+        let here = crate::policy::WorkflowStep {
+            run: run.id.clone(),
+            step: step_name.to_string(),
+        };
+        let call = crate::policy::WORKFLOW_STEP
+            .scope(here, self.runner.run(actor, &step.spec.operation, payload));
         let call = async {
             match step.timeout {
                 Some(t) => tokio::time::timeout(t, call)

@@ -17,6 +17,7 @@ mod gate;
 mod guests;
 mod limits;
 mod load;
+mod policy;
 mod providers;
 mod rust_actors;
 mod snapshot;
