@@ -14,6 +14,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 /// What went wrong in a backend.
@@ -34,8 +35,8 @@ pub enum BackendError {
 /// One revision of a stored value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
-    /// The value.
-    pub value: Vec<u8>,
+    /// The value (shared, not copied, by clones).
+    pub value: Bytes,
     /// Its revision, for [`RunStore::update`].
     pub revision: u64,
 }
@@ -46,9 +47,9 @@ pub trait RunStore: Send + Sync + 'static {
     /// The current value of `key`, if any.
     async fn get(&self, key: &str) -> Result<Option<Entry>, BackendError>;
     /// Stores `value` under a new `key`; [`BackendError::Conflict`] when it exists.
-    async fn create(&self, key: &str, value: Vec<u8>) -> Result<u64, BackendError>;
+    async fn create(&self, key: &str, value: Bytes) -> Result<u64, BackendError>;
     /// Replaces `key` if it is still at `revision`; [`BackendError::Conflict`] otherwise.
-    async fn update(&self, key: &str, value: Vec<u8>, revision: u64) -> Result<u64, BackendError>;
+    async fn update(&self, key: &str, value: Bytes, revision: u64) -> Result<u64, BackendError>;
     /// Every key (for listing runs).
     async fn keys(&self) -> Result<Vec<String>, BackendError>;
 }

@@ -9,6 +9,8 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
+
 use async_nats::jetstream::consumer::pull;
 use async_nats::jetstream::consumer::{AckPolicy, PullConsumer};
 use async_nats::jetstream::kv::{self, CreateErrorKind, Operation, UpdateErrorKind};
@@ -196,16 +198,16 @@ impl RunStore for JetStreamBackend {
             .map_err(|err| unavailable(format!("reading {key}"), err))?;
         Ok(entry.and_then(|entry| match entry.operation {
             Operation::Put => Some(Entry {
-                value: entry.value.to_vec(),
+                value: entry.value,
                 revision: entry.revision,
             }),
             Operation::Delete | Operation::Purge => None,
         }))
     }
 
-    async fn create(&self, key: &str, value: Vec<u8>) -> Result<u64, BackendError> {
+    async fn create(&self, key: &str, value: Bytes) -> Result<u64, BackendError> {
         self.kv
-            .create(key, value.into())
+            .create(key, value)
             .await
             .map_err(|err| match err.kind() {
                 CreateErrorKind::AlreadyExists => BackendError::Conflict {
@@ -215,9 +217,9 @@ impl RunStore for JetStreamBackend {
             })
     }
 
-    async fn update(&self, key: &str, value: Vec<u8>, revision: u64) -> Result<u64, BackendError> {
+    async fn update(&self, key: &str, value: Bytes, revision: u64) -> Result<u64, BackendError> {
         self.kv
-            .update(key, value.into(), revision)
+            .update(key, value, revision)
             .await
             .map_err(|err| match err.kind() {
                 UpdateErrorKind::WrongLastRevision => BackendError::Conflict {

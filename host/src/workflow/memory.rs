@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use tokio::sync::Notify;
 
 use super::backend::{BackendError, Delivery, Entry, RunStore, StepMessage, StepQueue, StepStream};
@@ -79,7 +80,7 @@ impl RunStore for MemoryBackend {
         Ok(lock(&self.inner.entries).get(key).cloned())
     }
 
-    async fn create(&self, key: &str, value: Vec<u8>) -> Result<u64, BackendError> {
+    async fn create(&self, key: &str, value: Bytes) -> Result<u64, BackendError> {
         let mut entries = lock(&self.inner.entries);
         if entries.contains_key(key) {
             return Err(BackendError::Conflict { key: key.into() });
@@ -89,7 +90,7 @@ impl RunStore for MemoryBackend {
         Ok(revision)
     }
 
-    async fn update(&self, key: &str, value: Vec<u8>, revision: u64) -> Result<u64, BackendError> {
+    async fn update(&self, key: &str, value: Bytes, revision: u64) -> Result<u64, BackendError> {
         let mut entries = lock(&self.inner.entries);
         match entries.get_mut(key) {
             Some(entry) if entry.revision == revision => {

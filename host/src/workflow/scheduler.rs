@@ -353,7 +353,7 @@ impl Scheduler {
             return Ok(key.to_string());
         }
         match self
-            .patiently(|| self.store.create(key, bytes.to_vec()))
+            .patiently(|| self.store.create(key, bytes::Bytes::copy_from_slice(bytes)))
             .await
         {
             Ok(_) | Err(BackendError::Conflict { .. }) => {}
@@ -817,11 +817,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn encode(run: &RunState) -> Result<Vec<u8>, WorkflowError> {
-    serde_json::to_vec(run).map_err(|e| WorkflowError::Corrupt {
-        id: run.id.clone(),
-        message: e.to_string(),
-    })
+fn encode(run: &RunState) -> Result<bytes::Bytes, WorkflowError> {
+    serde_json::to_vec(run)
+        .map(bytes::Bytes::from)
+        .map_err(|e| WorkflowError::Corrupt {
+            id: run.id.clone(),
+            message: e.to_string(),
+        })
 }
 
 fn decode(id: &str, bytes: &[u8]) -> Result<RunState, WorkflowError> {

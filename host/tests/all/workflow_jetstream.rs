@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use sigil_host::workflow::backend::{
     BackendError, Delivery, Entry, RunStore, StepMessage, StepQueue, StepStream,
 };
@@ -123,21 +124,27 @@ async fn store_compare_and_set() {
     assert_eq!(store.get("run.a").await.unwrap(), None);
     assert_eq!(store.keys().await.unwrap(), Vec::<String>::new());
 
-    let first = store.create("run.a", b"one".to_vec()).await.unwrap();
+    let first = store
+        .create("run.a", Bytes::from_static(b"one"))
+        .await
+        .unwrap();
     assert_eq!(
         store.get("run.a").await.unwrap(),
         Some(Entry {
-            value: b"one".to_vec(),
+            value: Bytes::from_static(b"one"),
             revision: first,
         })
     );
 
-    let second = store.update("run.a", b"two".to_vec(), first).await.unwrap();
+    let second = store
+        .update("run.a", Bytes::from_static(b"two"), first)
+        .await
+        .unwrap();
     assert!(second > first, "{second} after {first}");
     assert_eq!(
         store.get("run.a").await.unwrap(),
         Some(Entry {
-            value: b"two".to_vec(),
+            value: Bytes::from_static(b"two"),
             revision: second,
         })
     );
@@ -146,22 +153,29 @@ async fn store_compare_and_set() {
         key: "run.a".to_string(),
     };
     assert_eq!(
-        store.update("run.a", b"stale".to_vec(), first).await,
+        store
+            .update("run.a", Bytes::from_static(b"stale"), first)
+            .await,
         Err(conflict.clone())
     );
     assert_eq!(
-        store.create("run.a", b"again".to_vec()).await,
+        store.create("run.a", Bytes::from_static(b"again")).await,
         Err(conflict)
     );
     assert_eq!(
-        store.update("run.missing", b"x".to_vec(), second).await,
+        store
+            .update("run.missing", Bytes::from_static(b"x"), second)
+            .await,
         Err(BackendError::Conflict {
             key: "run.missing".to_string(),
         })
     );
     assert_eq!(store.get("run.a").await.unwrap().unwrap().value, b"two");
 
-    store.create("run.b", b"bee".to_vec()).await.unwrap();
+    store
+        .create("run.b", Bytes::from_static(b"bee"))
+        .await
+        .unwrap();
     let mut keys = store.keys().await.unwrap();
     keys.sort();
     assert_eq!(keys, ["run.a", "run.b"]);
@@ -171,16 +185,18 @@ async fn store_compare_and_set() {
     assert_eq!(
         other.get("run.a").await.unwrap(),
         Some(Entry {
-            value: b"two".to_vec(),
+            value: Bytes::from_static(b"two"),
             revision: second,
         })
     );
     let third = other
-        .update("run.a", b"three".to_vec(), second)
+        .update("run.a", Bytes::from_static(b"three"), second)
         .await
         .unwrap();
     assert_eq!(
-        store.update("run.a", b"lost".to_vec(), second).await,
+        store
+            .update("run.a", Bytes::from_static(b"lost"), second)
+            .await,
         Err(BackendError::Conflict {
             key: "run.a".to_string(),
         })
