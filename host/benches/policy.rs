@@ -6,9 +6,6 @@
 //! Run: `cargo bench -p sigil-host --bench policy`.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-#[path = "common/mod.rs"]
-mod common;
-
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -10,9 +10,6 @@
 //! Needs Redis on 127.0.0.1:6379. Run: `cargo bench -p sigil-host --bench providers`.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-#[path = "common/mod.rs"]
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

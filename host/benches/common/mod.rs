@@ -1,10 +1,6 @@
 //! What the benchmarks share.
 #![allow(clippy::unwrap_used, dead_code, missing_docs)]
 
-/// The allocator the `sigil` binary uses, so that the figures are the host's.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// The smallest waPC echo there is, in WAT, signed as `name`: what the host costs with no
 /// guest runtime.
 pub(crate) fn wat_echo(name: &str) -> Vec<u8> {

@@ -5,10 +5,6 @@
 
 mod workflow;
 
-/// The allocator: many small short-lived allocations per invocation and per workflow step.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
