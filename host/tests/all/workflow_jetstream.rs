@@ -170,7 +170,10 @@ async fn store_compare_and_set() {
             key: "run.missing".to_string(),
         })
     );
-    assert_eq!(store.get("run.a").await.unwrap().unwrap().value, b"two");
+    assert_eq!(
+        store.get("run.a").await.unwrap().unwrap().value,
+        &b"two"[..]
+    );
 
     store
         .create("run.b", Bytes::from_static(b"bee"))
