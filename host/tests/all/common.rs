@@ -6,7 +6,8 @@ use std::time::Duration;
 use sigil_claims::{ActorSpec, KeyKind, KeyPair, keys, sign_module};
 use sigil_host::{ActorIdentity, EngineConfig, Host, HostCall, Limits, ProviderDispatch};
 
-const IMPORTS: &str = r#"
+/// The waPC imports every test guest declares.
+pub const IMPORTS: &str = r#"
   (import "wapc" "__guest_request" (func $guest_request (param i32 i32)))
   (import "wapc" "__guest_response" (func $guest_response (param i32 i32)))
   (import "wapc" "__guest_error" (func $guest_error (param i32 i32)))

@@ -22,7 +22,7 @@ use sigil_host::up::{HostConfig, Runtime, RuntimeLinkError};
 use sigil_host::{Host, InvocationError, LoadError};
 use sigil_providers::{LinkConfig, LinkDefinition};
 
-use crate::common::{Recorder, config, sign, test_limits};
+use crate::common::{IMPORTS, Recorder, config, sign, test_limits};
 
 const NATS: &str = "nats://127.0.0.1:4222";
 
@@ -31,16 +31,9 @@ const NATS: &str = "nats://127.0.0.1:4222";
 /// the provider's response, or fails with the host error. An operation starting with `k`
 /// (`kvset`, for workflow steps) makes a key-value `Set` with the payload as its body.
 fn caller() -> Vec<u8> {
-    wat::parse_str(
+    wat::parse_str(format!(
         r#"(module
-  (import "wapc" "__guest_request" (func $guest_request (param i32 i32)))
-  (import "wapc" "__guest_response" (func $guest_response (param i32 i32)))
-  (import "wapc" "__guest_error" (func $guest_error (param i32 i32)))
-  (import "wapc" "__host_call" (func $host_call (param i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
-  (import "wapc" "__host_response_len" (func $host_response_len (result i32)))
-  (import "wapc" "__host_response" (func $host_response (param i32)))
-  (import "wapc" "__host_error_len" (func $host_error_len (result i32)))
-  (import "wapc" "__host_error" (func $host_error (param i32)))
+  {IMPORTS}
   (memory (export "memory") 4)
   (data (i32.const 0x100) "default")
   (data (i32.const 0x110) "wasmcloud:keyvalue")
@@ -77,8 +70,8 @@ fn caller() -> Vec<u8> {
     (local.set $r (call $host_error_len))
     (call $host_error (i32.const 0x30000))
     (call $guest_error (i32.const 0x30000) (local.get $r))
-    (i32.const 0)))"#,
-    )
+    (i32.const 0)))"#
+    ))
     .unwrap()
 }
 

@@ -51,15 +51,7 @@ path = "probe.wasm"
         ),
     )
     .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_sigil"))
-        .args(["up", "--config"])
-        .arg(&config)
-        .env("SIGIL_CACHE_DIR", dir.path().join("cache"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let server = Server(child);
+    let server = sigil_up(dir.path(), &config);
     wait_for_port(admin);
     wait_for_port(argo);
     Host {
@@ -68,6 +60,20 @@ path = "probe.wasm"
         argo: ([127, 0, 0, 1], argo).into(),
         _dir: dir,
     }
+}
+
+/// `sigil up` on `config`, with its module cache in `dir`.
+fn sigil_up(dir: &std::path::Path, config: &std::path::Path) -> Server {
+    Server(
+        Command::new(env!("CARGO_BIN_EXE_sigil"))
+            .args(["up", "--config"])
+            .arg(config)
+            .env("SIGIL_CACHE_DIR", dir.join("cache"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
 }
 
 /// An executor plugin request as Argo sends it.
@@ -330,16 +336,7 @@ config = {{ root = "argo-staging" }}
         ),
     )
     .unwrap();
-    let _server = Server(
-        Command::new(env!("CARGO_BIN_EXE_sigil"))
-            .args(["up", "--config"])
-            .arg(&config)
-            .env("SIGIL_CACHE_DIR", dir.path().join("cache"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _server = sigil_up(dir.path(), &config);
     wait_for_port(argo);
     let argo: SocketAddr = ([127, 0, 0, 1], argo).into();
 
