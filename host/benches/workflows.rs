@@ -188,11 +188,33 @@ fn benches(c: &mut Criterion) {
     host.load_actor(common::wat_echo("echo")).unwrap();
     let runner = Arc::new(host);
 
+    // `SIGIL_BENCH_STEPS=N`: run N one-step runs once per embedded cluster size, print
+    // steps per second and stop (for `perf stat` and A/B runs of two builds).
+    if let Some(n) = std::env::var("SIGIL_BENCH_STEPS")
+        .ok()
+        .and_then(|n| n.parse::<u64>().ok())
+    {
+        for hosts in 1..=3 {
+            let cluster = rt.block_on(Cluster::new(hosts, false, runner.clone()));
+            let took = rt.block_on(throughput(&cluster, n));
+            eprintln!(
+                "embedded {hosts} host(s): {n} steps in {took:?}: {:.0} steps/s",
+                n as f64 / took.as_secs_f64()
+            );
+            rt.block_on(cluster.close());
+        }
+        return;
+    }
     let mut group = c.benchmark_group("workflow_steps");
     group.throughput(Throughput::Elements(1));
     group.sample_size(10);
     group.measurement_time(Duration::from_secs(10));
+    // `SIGIL_BENCH_ONLY=embedded` (or `jetstream`) measures one backend only.
+    let only = std::env::var("SIGIL_BENCH_ONLY").ok();
     for (backend, jetstream) in [("embedded", false), ("jetstream", true)] {
+        if only.as_deref().is_some_and(|o| o != backend) {
+            continue;
+        }
         for hosts in 1..=3 {
             let cluster = rt.block_on(Cluster::new(hosts, jetstream, runner.clone()));
             let mut lat = rt.block_on(latencies(&cluster, 400));

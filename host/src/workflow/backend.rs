@@ -8,14 +8,18 @@
 //! - a queued message is delivered to one consumer at a time and is redelivered when it is
 //!   not acknowledged within the ack wait (its consumer died), or after the delay of a
 //!   negative acknowledgement;
-//! - publishing twice with the same message ID within the deduplication window queues one
-//!   message.
+//! - publishing twice with the same message ID queues one message: within the deduplication
+//!   window on JetStream, while the first is unacknowledged in process (a copy published
+//!   later finds its step final and does nothing).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+
+use super::state::RunState;
 
 /// What went wrong in a backend.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -30,6 +34,14 @@ pub enum BackendError {
     /// The server could not be reached or refused the operation.
     #[error("workflow backend unavailable: {0}")]
     Unavailable(String),
+    /// A stored value is not in a form this host can read.
+    #[error("the entry {key} is stored in a form this host cannot read: {message}")]
+    Corrupt {
+        /// The key.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
 }
 
 /// One revision of a stored value.
@@ -52,6 +64,51 @@ pub trait RunStore: Send + Sync + 'static {
     async fn update(&self, key: &str, value: Bytes, revision: u64) -> Result<u64, BackendError>;
     /// Every key (for listing runs).
     async fn keys(&self) -> Result<Vec<String>, BackendError>;
+
+    /// The run stored under `key` and its revision, decoded from JSON. A store that can
+    /// do better (keep runs decoded) overrides it and the two methods below.
+    async fn get_run(&self, key: &str) -> Result<Option<(Arc<RunState>, u64)>, BackendError> {
+        match self.get(key).await? {
+            Some(entry) => Ok(Some((
+                Arc::new(decode_run(key, &entry.value)?),
+                entry.revision,
+            ))),
+            None => Ok(None),
+        }
+    }
+
+    /// [`RunStore::create`] for a run.
+    async fn create_run(&self, key: &str, run: Arc<RunState>) -> Result<u64, BackendError> {
+        self.create(key, encode_run(key, &run)?).await
+    }
+
+    /// [`RunStore::update`] for a run.
+    async fn update_run(
+        &self,
+        key: &str,
+        run: Arc<RunState>,
+        revision: u64,
+    ) -> Result<u64, BackendError> {
+        self.update(key, encode_run(key, &run)?, revision).await
+    }
+}
+
+/// A run as stored by networked backends: JSON, so the CLI and other tools can read it.
+pub fn encode_run(key: &str, run: &RunState) -> Result<Bytes, BackendError> {
+    serde_json::to_vec(run)
+        .map(Bytes::from)
+        .map_err(|e| BackendError::Corrupt {
+            key: key.to_string(),
+            message: e.to_string(),
+        })
+}
+
+/// Reads a run stored by [`encode_run`].
+pub fn decode_run(key: &str, bytes: &[u8]) -> Result<RunState, BackendError> {
+    serde_json::from_slice(bytes).map_err(|e| BackendError::Corrupt {
+        key: key.to_string(),
+        message: e.to_string(),
+    })
 }
 
 /// A step to run: which run, which step. Attempts and results live in the run state, so a
@@ -68,7 +125,7 @@ pub struct StepMessage {
 #[async_trait]
 pub trait StepQueue: Send + Sync + 'static {
     /// Queues `message` on `route`; a second publish with the same `id` within the
-    /// deduplication window is dropped.
+    /// deduplication window (in process: while the first is unacknowledged) is dropped.
     async fn publish(
         &self,
         route: &str,

@@ -1,19 +1,16 @@
 //! The in-process workflow backend: the same store and queue semantics as JetStream, for a
 //! single host with no server.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::Notify;
 
 use super::backend::{BackendError, Delivery, Entry, RunStore, StepMessage, StepQueue, StepStream};
-
-/// How long a message ID is remembered for deduplication.
-const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
 /// Run state and step queues in this process. Clones share everything.
 #[derive(Clone, Default)]
@@ -29,29 +26,39 @@ impl std::fmt::Debug for MemoryBackend {
 
 #[derive(Default)]
 struct Inner {
+    /// Runs are kept encoded, as on JetStream. A typed store (each run kept as a decoded
+    /// `RunState`, no JSON per step) measured 15-25% slower on the workflow benchmark:
+    /// every retained run is then dozens of small allocations instead of one buffer, and
+    /// copying and freeing them costs more than the JSON it saves.
     entries: Mutex<HashMap<String, Entry>>,
     revision: AtomicU64,
     routes: Mutex<HashMap<String, Arc<Route>>>,
-    seen: Mutex<Seen>,
-}
-
-/// Message IDs published within the deduplication window, oldest first.
-#[derive(Default)]
-struct Seen {
-    ids: std::collections::HashSet<String>,
-    order: VecDeque<(Instant, String)>,
+    /// IDs of the messages queued or being worked on. A publish under one of them is
+    /// dropped. JetStream remembers IDs for a time window instead, because a publisher
+    /// may crash and publish again long after; in one process the only duplicates come
+    /// from a message still unsettled, and a copy published after the original was
+    /// acknowledged finds its step final and does nothing. So the set holds what is in
+    /// flight, not every message of the last two minutes.
+    live: Arc<Mutex<HashSet<Arc<str>>>>,
 }
 
 /// The queue of one route.
 #[derive(Default)]
 struct Route {
-    ready: Mutex<VecDeque<(StepMessage, u64)>>,
+    ready: Mutex<VecDeque<Queued>>,
     arrived: Notify,
 }
 
+/// A message waiting in a route: its ID and how often it was delivered before.
+struct Queued {
+    message: StepMessage,
+    id: Arc<str>,
+    delivered: u64,
+}
+
 impl Route {
-    fn push(&self, message: StepMessage, delivered: u64) {
-        lock(&self.ready).push_back((message, delivered));
+    fn push(&self, queued: Queued) {
+        lock(&self.ready).push_back(queued);
         self.arrived.notify_one();
     }
 }
@@ -67,10 +74,44 @@ impl MemoryBackend {
     }
 
     fn route(&self, name: &str) -> Arc<Route> {
-        lock(&self.inner.routes)
-            .entry(name.to_string())
-            .or_default()
-            .clone()
+        let mut routes = lock(&self.inner.routes);
+        if let Some(route) = routes.get(name) {
+            return route.clone();
+        }
+        routes.entry(name.to_string()).or_default().clone()
+    }
+}
+
+impl MemoryBackend {
+    fn insert(&self, key: &str, value: Bytes) -> Result<u64, BackendError> {
+        let mut entries = lock(&self.inner.entries);
+        if entries.contains_key(key) {
+            return Err(BackendError::Conflict { key: key.into() });
+        }
+        let revision = self.inner.revision.fetch_add(1, Ordering::SeqCst) + 1;
+        entries.insert(key.to_string(), Entry { value, revision });
+        Ok(revision)
+    }
+
+    fn replace(&self, key: &str, value: Bytes, revision: u64) -> Result<u64, BackendError> {
+        let mut entries = lock(&self.inner.entries);
+        match entries.get_mut(key) {
+            Some(entry) if entry.revision == revision => {
+                let next = self.inner.revision.fetch_add(1, Ordering::SeqCst) + 1;
+                let old = std::mem::replace(
+                    entry,
+                    Entry {
+                        value,
+                        revision: next,
+                    },
+                );
+                drop(entries);
+                // The old value is freed outside the lock.
+                drop(old);
+                Ok(next)
+            }
+            _ => Err(BackendError::Conflict { key: key.into() }),
+        }
     }
 }
 
@@ -81,28 +122,11 @@ impl RunStore for MemoryBackend {
     }
 
     async fn create(&self, key: &str, value: Bytes) -> Result<u64, BackendError> {
-        let mut entries = lock(&self.inner.entries);
-        if entries.contains_key(key) {
-            return Err(BackendError::Conflict { key: key.into() });
-        }
-        let revision = self.inner.revision.fetch_add(1, Ordering::SeqCst) + 1;
-        entries.insert(key.to_string(), Entry { value, revision });
-        Ok(revision)
+        self.insert(key, value)
     }
 
     async fn update(&self, key: &str, value: Bytes, revision: u64) -> Result<u64, BackendError> {
-        let mut entries = lock(&self.inner.entries);
-        match entries.get_mut(key) {
-            Some(entry) if entry.revision == revision => {
-                let next = self.inner.revision.fetch_add(1, Ordering::SeqCst) + 1;
-                *entry = Entry {
-                    value,
-                    revision: next,
-                };
-                Ok(next)
-            }
-            _ => Err(BackendError::Conflict { key: key.into() }),
-        }
+        self.replace(key, value, revision)
     }
 
     async fn keys(&self) -> Result<Vec<String>, BackendError> {
@@ -118,29 +142,22 @@ impl StepQueue for MemoryBackend {
         message: &StepMessage,
         id: &str,
     ) -> Result<(), BackendError> {
-        {
-            let now = Instant::now();
-            let mut seen = lock(&self.inner.seen);
-            while let Some((at, _)) = seen.order.front() {
-                if now.duration_since(*at) < DUPLICATE_WINDOW {
-                    break;
-                }
-                if let Some((_, old)) = seen.order.pop_front() {
-                    seen.ids.remove(&old);
-                }
-            }
-            if !seen.ids.insert(id.to_string()) {
-                return Ok(());
-            }
-            seen.order.push_back((now, id.to_string()));
+        let id: Arc<str> = Arc::from(id);
+        if !lock(&self.inner.live).insert(id.clone()) {
+            return Ok(());
         }
-        self.route(route).push(message.clone(), 0);
+        self.route(route).push(Queued {
+            message: message.clone(),
+            id,
+            delivered: 0,
+        });
         Ok(())
     }
 
     async fn consume(&self, route: &str) -> Result<Box<dyn StepStream>, BackendError> {
         Ok(Box::new(MemoryStream {
             route: self.route(route),
+            live: self.inner.live.clone(),
         }))
     }
 
@@ -151,6 +168,7 @@ impl StepQueue for MemoryBackend {
 
 struct MemoryStream {
     route: Arc<Route>,
+    live: Arc<Mutex<HashSet<Arc<str>>>>,
 }
 
 #[async_trait]
@@ -161,11 +179,13 @@ impl StepStream for MemoryStream {
             tokio::pin!(arrived);
             arrived.as_mut().enable();
             let next = lock(&self.route.ready).pop_front();
-            if let Some((message, delivered)) = next {
+            if let Some(queued) = next {
                 return Some(Ok(Box::new(MemoryDelivery {
                     route: self.route.clone(),
-                    message,
-                    delivered: delivered + 1,
+                    live: self.live.clone(),
+                    message: queued.message,
+                    id: queued.id,
+                    delivered: queued.delivered + 1,
                     settled: AtomicBool::new(false),
                 })));
             }
@@ -177,9 +197,22 @@ impl StepStream for MemoryStream {
 /// A delivery that goes back to its queue if it is dropped unsettled (its consumer died).
 struct MemoryDelivery {
     route: Arc<Route>,
+    live: Arc<Mutex<HashSet<Arc<str>>>>,
     message: StepMessage,
+    id: Arc<str>,
     delivered: u64,
     settled: AtomicBool,
+}
+
+impl MemoryDelivery {
+    /// The message again, for a later delivery.
+    fn again(&self) -> Queued {
+        Queued {
+            message: self.message.clone(),
+            id: self.id.clone(),
+            delivered: self.delivered,
+        }
+    }
 }
 
 #[async_trait]
@@ -194,19 +227,19 @@ impl Delivery for MemoryDelivery {
 
     async fn ack(self: Box<Self>) -> Result<(), BackendError> {
         self.settled.store(true, Ordering::SeqCst);
+        lock(&self.live).remove(&self.id);
         Ok(())
     }
 
     async fn nak(self: Box<Self>, delay: Duration) -> Result<(), BackendError> {
         self.settled.store(true, Ordering::SeqCst);
-        let (route, message, delivered) =
-            (self.route.clone(), self.message.clone(), self.delivered);
+        let (route, queued) = (self.route.clone(), self.again());
         if delay.is_zero() {
-            route.push(message, delivered);
+            route.push(queued);
         } else {
             tokio::spawn(async move {
                 tokio::time::sleep(delay).await;
-                route.push(message, delivered);
+                route.push(queued);
             });
         }
         Ok(())
@@ -220,7 +253,7 @@ impl Delivery for MemoryDelivery {
 impl Drop for MemoryDelivery {
     fn drop(&mut self) {
         if !self.settled.load(Ordering::SeqCst) {
-            self.route.push(self.message.clone(), self.delivered);
+            self.route.push(self.again());
         }
     }
 }

@@ -283,7 +283,7 @@ impl Scheduler {
             error: None,
         };
         run.advance();
-        let bytes = encode(&run)?;
+        let run = Arc::new(run);
         let key = run_key(&id);
         if may_exist && self.patiently(|| self.store.get(&key)).await?.is_some() {
             return Ok(false);
@@ -295,7 +295,7 @@ impl Scheduler {
         // order is safe, and storing first spares the consumer that wait.
         if self.queue.in_process() {
             match self
-                .patiently(|| self.store.create(&key, bytes.clone()))
+                .patiently(|| self.store.create_run(&key, run.clone()))
                 .await
             {
                 Ok(_) => {}
@@ -312,7 +312,7 @@ impl Scheduler {
                     .iter()
                     .map(|step| self.publish(&run.id, std::slice::from_ref(step))),
             );
-            let create = self.patiently(|| self.store.create(&key, bytes.clone()));
+            let create = self.patiently(|| self.store.create_run(&key, run.clone()));
             let (published, created) = tokio::join!(publishes, create);
             match created {
                 Ok(_) => {}
@@ -396,11 +396,11 @@ impl Scheduler {
     /// The state of a run.
     pub async fn status(&self, id: &str) -> Result<RunState, WorkflowError> {
         let key = run_key(id);
-        let entry = self
-            .patiently(|| self.store.get(&key))
+        let (run, _) = self
+            .patiently(|| self.store.get_run(&key))
             .await?
             .ok_or_else(|| WorkflowError::NoSuchRun(id.to_string()))?;
-        decode(id, &entry.value)
+        Ok(Arc::unwrap_or_clone(run))
     }
 
     /// Every stored run.
@@ -521,14 +521,16 @@ impl Scheduler {
         let delivered = delivery.delivered();
         let started_ms = now_ms();
         // Decide without writing: a short step is claimed by the write of its result.
-        let decide = || {
-            self.modify_from(&msg.run, None, |run| {
-                let mut copy = run.clone();
+        let key = run_key(&msg.run);
+        let decide = || async {
+            let read = self.patiently(|| self.store.get_run(&key)).await?;
+            Ok::<_, WorkflowError>(read.map(|(run, revision)| {
                 (
-                    claim(&mut copy, &msg.step, &token, &host, delivered).0,
-                    false,
+                    would_claim(&run, &msg.step, &token, delivered).0,
+                    run,
+                    revision,
                 )
-            })
+            }))
         };
         let mut decided = decide().await;
         // A run's first steps are queued just before it is stored: give the store a moment.
@@ -579,7 +581,7 @@ impl Scheduler {
             }
         };
         let workflow = self.workflow(&run).await;
-        let mut known = (run.clone(), revision);
+        let mut known = (Arc::clone(&run), revision);
         let outcome = match &workflow {
             Ok(w) => {
                 let exec = self.execute(w, &run, &msg.step, delivery.as_ref());
@@ -753,7 +755,7 @@ impl Scheduler {
         Ok(self
             .modify_from(id, None, change)
             .await?
-            .map(|(answer, run, _)| (answer, run)))
+            .map(|(answer, run, _)| (answer, Arc::unwrap_or_clone(run))))
     }
 
     /// [`Scheduler::modify`], starting from `known` (a state and its revision, as this host
@@ -762,27 +764,27 @@ impl Scheduler {
     async fn modify_from<R>(
         &self,
         id: &str,
-        mut known: Option<(RunState, u64)>,
+        mut known: Option<(Arc<RunState>, u64)>,
         mut change: impl FnMut(&mut RunState) -> (R, bool),
-    ) -> Result<Option<(R, RunState, u64)>, WorkflowError> {
+    ) -> Result<Option<(R, Arc<RunState>, u64)>, WorkflowError> {
         let key = run_key(id);
         loop {
-            let (mut run, revision) = match known.take() {
+            let (run, revision) = match known.take() {
                 Some(k) => k,
-                None => {
-                    let Some(entry) = self.patiently(|| self.store.get(&key)).await? else {
-                        return Ok(None);
-                    };
-                    (decode(id, &entry.value)?, entry.revision)
-                }
+                None => match self.patiently(|| self.store.get_run(&key)).await? {
+                    Some(read) => read,
+                    None => return Ok(None),
+                },
             };
+            // A copy only when the store still shares it (the in-process store does).
+            let mut run = Arc::unwrap_or_clone(run);
             let (answer, changed) = change(&mut run);
+            let run = Arc::new(run);
             if !changed {
                 return Ok(Some((answer, run, revision)));
             }
-            let bytes = encode(&run)?;
             match self
-                .patiently(|| self.store.update(&key, bytes.clone(), revision))
+                .patiently(|| self.store.update_run(&key, run.clone(), revision))
                 .await
             {
                 Ok(written) => return Ok(Some((answer, run, written))),
@@ -817,22 +819,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn encode(run: &RunState) -> Result<bytes::Bytes, WorkflowError> {
-    serde_json::to_vec(run)
-        .map(bytes::Bytes::from)
-        .map_err(|e| WorkflowError::Corrupt {
-            id: run.id.clone(),
-            message: e.to_string(),
-        })
-}
-
-fn decode(id: &str, bytes: &[u8]) -> Result<RunState, WorkflowError> {
-    serde_json::from_slice(bytes).map_err(|e| WorkflowError::Corrupt {
-        id: id.to_string(),
-        message: e.to_string(),
-    })
-}
-
 /// An actor's response as a JSON value: MessagePack decoded, else UTF-8 text, else the
 /// bytes as an array of numbers.
 pub fn output_value(bytes: &[u8]) -> Value {
@@ -852,11 +838,12 @@ pub fn output_value(bytes: &[u8]) -> Value {
     }
 }
 
-fn claim(run: &mut RunState, step: &str, token: &str, host: &str, delivered: u64) -> (Claim, bool) {
+/// What claiming `step` would decide, and whether the claim must be written.
+fn would_claim(run: &RunState, step: &str, token: &str, delivered: u64) -> (Claim, bool) {
     if run.status.is_final() {
         return (Claim::Ignore, false);
     }
-    let Some(s) = run.steps.get_mut(step) else {
+    let Some(s) = run.steps.get(step) else {
         return (Claim::Ignore, false);
     };
     if s.token.as_deref() == Some(token) {
@@ -865,21 +852,27 @@ fn claim(run: &mut RunState, step: &str, token: &str, host: &str, delivered: u64
     }
     match s.status {
         StepStatus::Running if delivered <= s.delivery => (Claim::Stale, false),
-        StepStatus::Queued | StepStatus::Retrying | StepStatus::Running => {
-            if s.status == StepStatus::Running {
-                tracing::info!(run = %run.id, step, previous = ?s.host, "taking over a step whose host went silent");
-            }
-            s.status = StepStatus::Running;
-            s.attempts += 1;
-            s.token = Some(token.to_string());
-            s.delivery = delivered;
-            s.host = Some(host.to_string());
-            s.started_ms = Some(now_ms());
-            (Claim::Run, true)
-        }
+        StepStatus::Queued | StepStatus::Retrying | StepStatus::Running => (Claim::Run, true),
         StepStatus::Succeeded | StepStatus::Failed => (Claim::Done, false),
         StepStatus::Pending | StepStatus::Skipped | StepStatus::Cancelled => (Claim::Ignore, false),
     }
+}
+
+/// Claims `step` for this attempt, when [`would_claim`] says so.
+fn claim(run: &mut RunState, step: &str, token: &str, host: &str, delivered: u64) -> (Claim, bool) {
+    let (decision, writes) = would_claim(run, step, token, delivered);
+    if writes && let Some(s) = run.steps.get_mut(step) {
+        if s.status == StepStatus::Running {
+            tracing::info!(run = %run.id, step, previous = ?s.host, "taking over a step whose host went silent");
+        }
+        s.status = StepStatus::Running;
+        s.attempts += 1;
+        s.token = Some(token.to_string());
+        s.delivery = delivered;
+        s.host = Some(host.to_string());
+        s.started_ms = Some(now_ms());
+    }
+    (decision, writes)
 }
 
 /// Who ran an attempt, for recording it.
