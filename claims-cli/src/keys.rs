@@ -33,16 +33,19 @@ pub enum KeyKind {
     Operator,
     /// The identity of a host (server). Prefix `N`.
     Server,
+    /// Signs a lattice's requests to provider plugins; shared by its hosts. Prefix `C`.
+    Cluster,
 }
 
 impl KeyKind {
     /// Every kind, in display order.
-    pub const ALL: [KeyKind; 5] = [
+    pub const ALL: [KeyKind; 6] = [
         KeyKind::Account,
         KeyKind::Module,
         KeyKind::Service,
         KeyKind::Operator,
         KeyKind::Server,
+        KeyKind::Cluster,
     ];
 
     /// The letter public keys of this kind start with.
@@ -53,6 +56,7 @@ impl KeyKind {
             KeyKind::Service => 'V',
             KeyKind::Operator => 'O',
             KeyKind::Server => 'N',
+            KeyKind::Cluster => 'C',
         }
     }
 
@@ -64,6 +68,7 @@ impl KeyKind {
             KeyKind::Service => "service",
             KeyKind::Operator => "operator",
             KeyKind::Server => "server",
+            KeyKind::Cluster => "cluster",
         }
     }
 
@@ -81,6 +86,7 @@ impl KeyKind {
             KeyPairType::Service => Some(KeyKind::Service),
             KeyPairType::Operator => Some(KeyKind::Operator),
             KeyPairType::Server => Some(KeyKind::Server),
+            KeyPairType::Cluster => Some(KeyKind::Cluster),
             _ => None,
         }
     }
@@ -92,6 +98,7 @@ impl KeyKind {
             KeyKind::Service => KeyPairType::Service,
             KeyKind::Operator => KeyPairType::Operator,
             KeyKind::Server => KeyPairType::Server,
+            KeyKind::Cluster => KeyPairType::Cluster,
         }
     }
 }
@@ -112,9 +119,10 @@ impl FromStr for KeyKind {
             "service" | "provider" | "v" => Ok(KeyKind::Service),
             "operator" | "o" => Ok(KeyKind::Operator),
             "server" | "host" | "n" => Ok(KeyKind::Server),
+            "cluster" | "c" => Ok(KeyKind::Cluster),
             _ => Err(Error::InvalidKey {
                 reason: format!(
-                    "unknown key kind {s:?}; expected one of account, module, service, operator, server"
+                    "unknown key kind {s:?}; expected one of account, module, service, operator, server, cluster"
                 ),
             }),
         }

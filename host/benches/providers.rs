@@ -6,8 +6,12 @@
 //!   `Increment` host call to the Redis provider) against the same `INCR` made directly
 //!   with the `redis` crate.
 //!
+//! - the same key-value call through a provider plugin: `sigil provider run
+//!   keyvalue-redis` as its own process, reached over NATS with signed envelopes.
+//!
 //! Both sides run with the same number of requests in flight (16), on the same runtime.
-//! Needs Redis on 127.0.0.1:6379. Run: `cargo bench -p sigil-host --bench providers`.
+//! Needs Redis on 127.0.0.1:6379 and NATS on 127.0.0.1:4222.
+//! Run: `cargo bench -p sigil-host --bench providers`.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::path::{Path, PathBuf};
@@ -24,6 +28,7 @@ use sigil_host::{EngineConfig, Limits};
 use sigil_providers::httpserver::{
     HttpRequest, HttpResponse, HttpServer, ServerLimits, handler_fn, serve,
 };
+use sigil_providers::plugin::{Lattice, RemoteProvider};
 use sigil_providers::{LinkConfig, LinkDefinition, Provider};
 
 const IN_FLIGHT: usize = 16;
@@ -105,6 +110,7 @@ fn benches(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
+    let (through_plugin, plugin) = plugin_runtime(&rt, probe.clone());
 
     let (runtime, actor_addr, plain_addr) = rt.block_on(async {
         let engine = EngineConfig {
@@ -219,9 +225,107 @@ fn benches(c: &mut Criterion) {
                 }))
             })
         });
+        group.bench_function("through_actor_and_plugin", |b| {
+            b.iter_custom(|n| {
+                let runtime = through_plugin.clone();
+                let incr = incr.clone();
+                rt.block_on(concurrent(in_flight, n, move || {
+                    let runtime = runtime.clone();
+                    let incr = incr.clone();
+                    async move {
+                        runtime.invoke("probe", "kv_incr", incr).await.unwrap();
+                    }
+                }))
+            })
+        });
         group.finish();
     }
     rt.block_on(runtime.shutdown(Duration::from_secs(5)));
+    rt.block_on(through_plugin.shutdown(Duration::from_secs(5)));
+    let mut plugin = plugin;
+    let _ = plugin.kill();
+    let _ = plugin.wait();
+}
+
+/// A key-value plugin process (`sigil provider run keyvalue-redis`) and a runtime whose
+/// probe actor reaches it over the lattice.
+fn plugin_runtime(
+    rt: &tokio::runtime::Runtime,
+    probe: Vec<u8>,
+) -> (Arc<Runtime>, std::process::Child) {
+    use sigil_claims::{KeyKind, ProviderSpec, issue_provider_token, keys};
+    let lattice = format!("bench-{}", uuid::Uuid::new_v4().simple());
+    let issuer = keys::generate(KeyKind::Account);
+    let key = keys::generate(KeyKind::Service);
+    let cluster = keys::generate(KeyKind::Cluster);
+    let spec = ProviderSpec {
+        name: "kv".into(),
+        capid: "keyvalue".into(),
+        vendor: "bench".into(),
+        ..ProviderSpec::default()
+    };
+    let claims = issue_provider_token(&spec, &issuer, &key.public_key()).unwrap();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_sigil"))
+        .args(["provider", "run", "keyvalue-redis"])
+        .env("SIGIL_LATTICE", &lattice)
+        .env("SIGIL_PROVIDER_SEED", key.seed().unwrap())
+        .env("SIGIL_PROVIDER_CLAIMS", &claims)
+        .env("SIGIL_CLUSTER_ISSUERS", cluster.public_key())
+        .env("SIGIL_LOG", "warn")
+        .spawn()
+        .unwrap();
+    let runtime = rt.block_on(async {
+        let engine = EngineConfig {
+            limits: Limits {
+                deadline: Duration::from_secs(10),
+                ..Limits::default()
+            },
+            ..EngineConfig::default()
+        };
+        let runtime = Runtime::new(engine, sigil_claims::Policy::new()).unwrap();
+        runtime.load_actor(probe).await.unwrap();
+        let lattice = Lattice::new(
+            "nats://127.0.0.1:4222",
+            &lattice,
+            cluster,
+            sigil_claims::Policy::new(),
+        );
+        let remote = RemoteProvider::new(
+            lattice,
+            &key.public_key(),
+            "wasmcloud:keyvalue",
+            Duration::from_secs(5),
+        )
+        .unwrap();
+        runtime
+            .add_provider("plugin", Arc::new(remote))
+            .await
+            .unwrap();
+        // The plugin process may still be starting: retry the link until it answers.
+        let started = Instant::now();
+        let definition = LinkDefinition {
+            actor: "probe".into(),
+            contract_id: "wasmcloud:keyvalue".into(),
+            link_name: "default".into(),
+            provider: "plugin".into(),
+            config: LinkConfig::new().with("prefix", "sigil-bench:plugin:"),
+        };
+        runtime.add_link(&definition).await.unwrap();
+        let incr = rmp_serde::to_vec_named(&serde_json::json!({"key": "n"})).unwrap();
+        while runtime
+            .invoke("probe", "kv_incr", incr.clone())
+            .await
+            .is_err()
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "the plugin never answered"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        runtime
+    });
+    (runtime, child)
 }
 
 criterion_group!(providers, benches);

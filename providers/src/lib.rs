@@ -20,6 +20,7 @@ mod identity;
 pub mod keyvalue;
 mod link;
 pub mod messaging;
+pub mod plugin;
 mod provider;
 mod registry;
 pub mod subject;

@@ -50,7 +50,7 @@ enum Command {
 enum KeysCommand {
     /// Generate a key pair and store its seed (mode 0600) in the key directory.
     Gen {
-        /// Kind of key: account, module, service (provider), operator or server.
+        /// Kind of key: account, module, service (provider), operator, server or cluster.
         kind: KeyKind,
         /// Name of the key (the file is NAME_KIND.nk).
         #[arg(long, default_value = "default")]

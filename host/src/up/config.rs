@@ -61,6 +61,29 @@ pub struct HostConfig {
     pub workflows: WorkflowSettings,
     /// The Argo executor plugin endpoint, when enabled.
     pub argo: Option<ArgoSettings>,
+    /// The lattice this host joins (for provider plugins), when configured.
+    pub lattice: Option<LatticeSettings>,
+}
+
+/// `[lattice]`: the NATS that hosts and provider plugins share, and the cluster key that
+/// signs this host's requests to plugins.
+#[derive(Clone)]
+pub struct LatticeSettings {
+    /// The NATS server.
+    pub nats: String,
+    /// The lattice name (subjects start with `sigil.<name>.`).
+    pub name: String,
+    /// The cluster seed (`SC...`): secret.
+    pub cluster_seed: String,
+}
+
+impl std::fmt::Debug for LatticeSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LatticeSettings")
+            .field("nats", &self.nats)
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The policy control of `[policy]`: Rego files, a decision service, or neither.
@@ -199,6 +222,16 @@ struct RawConfig {
     #[serde(default)]
     workflows: RawWorkflows,
     argo: Option<Spanned<RawArgo>>,
+    lattice: Option<Spanned<RawLattice>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLattice {
+    nats: Option<String>,
+    name: Option<String>,
+    cluster_seed: Option<String>,
+    cluster_seed_file: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -356,6 +389,7 @@ pub const PROVIDER_KINDS: &[&str] = &[
     "blobstore-s3",
     "httpserver",
     "httpclient",
+    "plugin",
 ];
 
 struct Source<'a> {
@@ -537,6 +571,65 @@ impl HostConfig {
             })
             .collect();
 
+        let lattice = match raw.lattice {
+            None => None,
+            Some(l) => {
+                let span = l.span();
+                let l = l.into_inner();
+                let seed = match (
+                    std::env::var("SIGIL_CLUSTER_SEED").ok(),
+                    l.cluster_seed,
+                    l.cluster_seed_file,
+                ) {
+                    (Some(seed), _, _) if !seed.trim().is_empty() => seed,
+                    (_, Some(seed), _) => seed,
+                    (_, None, Some(file)) => {
+                        let file = resolve(&file);
+                        std::fs::read_to_string(&file).map_err(|e| {
+                            source.error(
+                                span.clone(),
+                                format!("cannot read cluster_seed_file {}: {e}", file.display()),
+                            )
+                        })?
+                    }
+                    _ => {
+                        return Err(source.error(
+                            span,
+                            "[lattice] needs the cluster seed that signs this host's requests: \
+                             cluster_seed_file = \"cluster.nk\" (or SIGIL_CLUSTER_SEED); make \
+                             one with `sigil-claims keys gen cluster`",
+                        ));
+                    }
+                };
+                let seed = seed.trim().to_string();
+                if !seed.starts_with("SC") || nkeys::KeyPair::from_seed(&seed).is_err() {
+                    return Err(source.error(
+                        span,
+                        "the [lattice] cluster seed is not a cluster seed (they start with SC)",
+                    ));
+                }
+                let name = l.name.unwrap_or_else(|| "default".to_string());
+                if name.is_empty()
+                    || !name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                {
+                    return Err(source.error(
+                        span,
+                        format!("[lattice] name = {name:?}: use letters, digits, - and _"),
+                    ));
+                }
+                Some(LatticeSettings {
+                    nats: l
+                        .nats
+                        .filter(|v| !v.is_empty())
+                        .unwrap_or_else(|| "nats://127.0.0.1:4222".to_string()),
+                    name,
+                    cluster_seed: seed,
+                })
+            }
+        };
+
         let mut providers: Vec<Located<ProviderSpec>> = Vec::new();
         for p in raw.providers {
             let line = source.line_of(p.span().start);
@@ -549,6 +642,13 @@ impl HostConfig {
                         p.kind.get_ref(),
                         PROVIDER_KINDS.join(", ")
                     ),
+                ));
+            }
+            if p.kind.get_ref() == "plugin" && lattice.is_none() {
+                return Err(source.error(
+                    p.kind.span(),
+                    "a plugin provider is reached over the lattice: add a [lattice] section \
+                     (nats, name, cluster_seed_file)",
                 ));
             }
             if providers.iter().any(|q| q.value.name == p.name) {
@@ -717,6 +817,7 @@ impl HostConfig {
             links,
             workflows,
             argo,
+            lattice,
         })
     }
 

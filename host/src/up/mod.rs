@@ -95,7 +95,18 @@ pub async fn start_with(
             .map_err(|e| config.error_at(0, format!("actor {} refused: {e}", path.display())))?;
     }
 
-    let builtins = Builtins::default();
+    let mut builtins = Builtins::default();
+    if let Some(l) = &config.lattice {
+        let cluster = nkeys::KeyPair::from_seed(&l.cluster_seed)
+            .map_err(|e| config.error_at(0, format!("the cluster seed: {e}")))?;
+        tracing::info!(lattice = %l.name, cluster = %cluster.public_key(), "joining the lattice");
+        builtins.lattice = Some(sigil_providers::plugin::Lattice::new(
+            &l.nats,
+            &l.name,
+            cluster,
+            config.policy.clone(),
+        ));
+    }
     for spec in &config.providers {
         let p = &spec.value;
         let provider = create_provider(&p.kind, &p.config, &builtins).map_err(|e| {

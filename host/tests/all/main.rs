@@ -17,6 +17,8 @@ mod gate;
 mod guests;
 mod limits;
 mod load;
+mod plugin;
+mod plugin_python;
 mod policy;
 mod providers;
 mod rust_actors;

@@ -42,6 +42,27 @@ enum Command {
     /// Run workflows of signed steps, and follow or cancel their runs.
     #[command(subcommand)]
     Workflow(workflow::WorkflowCommand),
+    /// Run a built-in provider as a provider plugin: its own process, serving hosts over
+    /// the lattice (see docs/provider-plugins.md).
+    #[command(subcommand)]
+    Provider(ProviderCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum ProviderCommand {
+    /// Serve one built-in provider kind as a plugin until SIGINT or SIGTERM. Its identity
+    /// comes from the environment: SIGIL_PROVIDER_SEED (or _FILE), SIGIL_PROVIDER_CLAIMS,
+    /// SIGIL_CLUSTER_ISSUERS, SIGIL_NATS_URL and SIGIL_LATTICE.
+    Run(ProviderRunArgs),
+}
+
+#[derive(Args, Debug)]
+struct ProviderRunArgs {
+    /// The built-in kind, e.g. keyvalue-redis or keyvalue-memory.
+    kind: String,
+    /// Provider configuration as KEY=VALUE (repeat), as in a [[providers]] config table.
+    #[arg(long = "config", value_name = "KEY=VALUE")]
+    config: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -160,11 +181,13 @@ fn parse_bytes(s: &str) -> Result<usize, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(if matches!(cli.command, Command::Up(_)) {
-        "info"
-    } else {
-        "warn,sigil::actor=info"
-    });
+    init_logging(
+        if matches!(cli.command, Command::Up(_) | Command::Provider(_)) {
+            "info"
+        } else {
+            "warn,sigil::actor=info"
+        },
+    );
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -207,6 +230,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Build(args) => build(args),
         Command::Up(args) => up(&args),
         Command::Workflow(command) => workflow::workflow(command, default_cache_dir()),
+        Command::Provider(ProviderCommand::Run(args)) => provider_run(&args),
     }
 }
 
@@ -420,4 +444,30 @@ fn relative(p: &Path) -> PathBuf {
         .ok()
         .and_then(|cwd| p.strip_prefix(cwd).ok().map(Path::to_path_buf))
         .unwrap_or_else(|| p.to_path_buf())
+}
+
+/// `sigil provider run`: one built-in provider, served as a plugin.
+fn provider_run(args: &ProviderRunArgs) -> Result<()> {
+    let mut config = sigil_providers::LinkConfig::new();
+    for pair in &args.config {
+        let (k, v) = pair
+            .split_once('=')
+            .with_context(|| format!("--config {pair:?} is not KEY=VALUE"))?;
+        config = config.with(k.trim(), v.trim());
+    }
+    if args.kind == "plugin" {
+        anyhow::bail!("a plugin cannot serve another plugin; name a built-in kind");
+    }
+    let provider =
+        sigil_host::up::create_provider(&args.kind, &config, &sigil_host::up::Builtins::default())
+            .map_err(|e| anyhow::anyhow!("provider {}: {e}", args.kind))?;
+    let plugin = sigil_providers::plugin::PluginConfig::from_env().map_err(anyhow::Error::msg)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime
+        .block_on(sigil_providers::plugin::serve(provider, plugin))
+        .map_err(anyhow::Error::msg)?;
+    Ok(())
 }

@@ -1,0 +1,482 @@
+//! Provider plugins on the real NATS: a built-in provider run as its own process
+//! (`sigil provider run`), reached by signed actors through a host; forged, unsigned,
+//! altered and replayed invocations refused; impostors and foreign issuers refused; and a
+//! plugin killed and restarted.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::HeaderMap;
+use sigil_claims::{KeyKind, KeyPair, Policy, ProviderSpec, issue_provider_token, keys};
+use sigil_host::up::Runtime;
+use sigil_providers::LinkConfig;
+use sigil_providers::plugin::wire::{
+    self, Envelope, HEADER_ERROR, HEADER_INVOCATION, RequestKind, Subjects, WIRE_VERSION, WireActor,
+};
+use sigil_providers::plugin::{Lattice, RemoteProvider};
+
+use crate::common::sign;
+use crate::guests::guest;
+use crate::providers::{
+    PROBE_CAPS, Server, call, http, link, runtime, spare_port, unique, wait_for_port,
+};
+
+pub(crate) const NATS: &str = "nats://127.0.0.1:4222";
+
+/// A plugin's identity: its key, its issuer, and its claims.
+pub(crate) struct Identity {
+    pub(crate) key: KeyPair,
+    pub(crate) claims: String,
+    pub(crate) issuer: KeyPair,
+}
+
+pub(crate) fn identity(capid: &str) -> Identity {
+    let issuer = keys::generate(KeyKind::Account);
+    let key = keys::generate(KeyKind::Service);
+    let spec = ProviderSpec {
+        name: "kv plugin".into(),
+        capid: capid.into(),
+        vendor: "Sigil".into(),
+        ..ProviderSpec::default()
+    };
+    let claims = issue_provider_token(&spec, &issuer, &key.public_key()).unwrap();
+    Identity {
+        key,
+        claims,
+        issuer,
+    }
+}
+
+/// A plugin process, killed when dropped.
+pub(crate) struct Plugin(pub(crate) Child);
+
+impl Drop for Plugin {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub(crate) fn start_plugin(lattice: &str, who: &Identity, cluster: &KeyPair) -> Plugin {
+    let child = Command::new(env!("CARGO_BIN_EXE_sigil"))
+        .args(["provider", "run", "keyvalue-memory"])
+        .env("SIGIL_NATS_URL", NATS)
+        .env("SIGIL_LATTICE", lattice)
+        .env("SIGIL_PROVIDER_SEED", who.key.seed().unwrap())
+        .env("SIGIL_PROVIDER_CLAIMS", &who.claims)
+        .env("SIGIL_CLUSTER_ISSUERS", cluster.public_key())
+        .env("SIGIL_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    Plugin(child)
+}
+
+/// Waits until the plugin answers identity challenges.
+pub(crate) async fn wait_ready(client: &async_nats::Client, lattice: &str, key: &str) {
+    let subject = Subjects::new(lattice, key).identify();
+    let started = Instant::now();
+    loop {
+        let asked = client
+            .send_request(
+                subject.clone(),
+                async_nats::Request::new()
+                    .payload(br#"{"nonce":"ready?"}"#.to_vec().into())
+                    .timeout(Some(Duration::from_millis(500))),
+            )
+            .await;
+        if asked.is_ok() {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the plugin never answered on {subject}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub(crate) struct Setup {
+    pub(crate) rt: Arc<Runtime>,
+    pub(crate) lattice: String,
+    pub(crate) cluster: KeyPair,
+    pub(crate) who: Identity,
+    pub(crate) client: async_nats::Client,
+}
+
+/// A host with a probe actor linked to the key-value plugin `who` (not started yet).
+pub(crate) async fn setup(who: Identity, policy: Policy) -> Setup {
+    let rt = runtime();
+    let lattice = unique("plugins");
+    let cluster = keys::generate(KeyKind::Cluster);
+    let host_side = Lattice::new(
+        NATS,
+        &lattice,
+        KeyPair::from_seed(&cluster.seed().unwrap()).unwrap(),
+        policy,
+    );
+    let remote = RemoteProvider::new(
+        host_side,
+        &who.key.public_key(),
+        "wasmcloud:keyvalue",
+        Duration::from_secs(2),
+    )
+    .unwrap();
+    rt.add_provider("kv", Arc::new(remote)).await.unwrap();
+    let probe = guest("probe");
+    rt.load_actor(sign(&probe, "probe-a", PROBE_CAPS).bytes)
+        .await
+        .unwrap();
+    rt.load_actor(sign(&probe, "probe-b", PROBE_CAPS).bytes)
+        .await
+        .unwrap();
+    let client = async_nats::connect(NATS).await.unwrap();
+    Setup {
+        rt,
+        lattice,
+        cluster,
+        who,
+        client,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_actors_use_a_key_value_plugin_process_each_in_its_own_space() {
+    let who = identity("keyvalue");
+    let s = setup(who, Policy::new()).await;
+    let _plugin = start_plugin(&s.lattice, &s.who, &s.cluster);
+    wait_ready(&s.client, &s.lattice, &s.who.key.public_key()).await;
+    for actor in ["probe-a", "probe-b"] {
+        link(&s.rt, actor, "keyvalue", "kv", LinkConfig::new()).await;
+    }
+
+    let set = serde_json::json!({"key": "greeting", "value": "hello from a"});
+    call(&s.rt, "probe-a", "kv_set", set).await.unwrap();
+    let get = serde_json::json!({"key": "greeting"});
+    assert_eq!(
+        call(&s.rt, "probe-a", "kv_get", get.clone()).await.unwrap(),
+        "hello from a"
+    );
+    // The plugin scopes keys to the calling actor named in the signed envelope.
+    assert_eq!(
+        call(&s.rt, "probe-b", "kv_get", get).await.unwrap(),
+        serde_json::Value::Null
+    );
+    // The plugin's own errors reach the actor.
+    let incr = serde_json::json!({"key": "greeting", "by": 1});
+    let err = call(&s.rt, "probe-a", "kv_incr", incr).await.unwrap_err();
+    assert!(err.contains("integer") || err.contains("number"), "{err}");
+    s.rt.shutdown(Duration::from_secs(5)).await;
+}
+
+/// Sends a raw request to the plugin's invoke subject; answers the error kind and text.
+pub(crate) async fn raw_invoke(
+    client: &async_nats::Client,
+    subjects: &Subjects,
+    token: Option<&str>,
+    body: &[u8],
+) -> (Option<String>, String) {
+    let mut headers = HeaderMap::new();
+    if let Some(t) = token {
+        headers.insert(HEADER_INVOCATION, t);
+    }
+    let answer = client
+        .send_request(
+            subjects.invoke(),
+            async_nats::Request::new()
+                .headers(headers)
+                .payload(body.to_vec().into())
+                .timeout(Some(Duration::from_secs(5))),
+        )
+        .await
+        .unwrap();
+    let kind = answer
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(HEADER_ERROR))
+        .map(|v| v.as_str().to_string());
+    (kind, String::from_utf8_lossy(&answer.payload).into_owned())
+}
+
+pub(crate) fn envelope(body: &[u8]) -> Envelope {
+    Envelope {
+        v: WIRE_VERSION,
+        kind: RequestKind::Invoke,
+        actor: WireActor {
+            subject: keys::generate(KeyKind::Module).public_key(),
+            name: "mallory".into(),
+            issuer: keys::generate(KeyKind::Account).public_key(),
+            caps: vec!["wasmcloud:keyvalue".into()],
+        },
+        contract: "wasmcloud:keyvalue".into(),
+        link: "default".into(),
+        operation: "Get".into(),
+        hash: wire::body_hash(body),
+        deadline_ms: wire::now_ms() + 5000,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_unsigned_altered_and_replayed_invocations_are_refused() {
+    let who = identity("keyvalue");
+    let s = setup(who, Policy::new()).await;
+    let _plugin = start_plugin(&s.lattice, &s.who, &s.cluster);
+    let me = s.who.key.public_key();
+    wait_ready(&s.client, &s.lattice, &me).await;
+    let subjects = Subjects::new(&s.lattice, &me);
+    let body = rmp_serde::to_vec_named(&serde_json::json!({"key": "k"})).unwrap();
+
+    // No envelope at all.
+    let (kind, text) = raw_invoke(&s.client, &subjects, None, &body).await;
+    assert_eq!(kind.as_deref(), Some("refused"));
+    assert!(text.contains("no Sigil-Invocation envelope"), "{text}");
+
+    // Signed by a cluster key the plugin does not trust.
+    let stranger = keys::generate(KeyKind::Cluster);
+    let (token, _) = wire::sign_envelope(&stranger, &me, envelope(&body)).unwrap();
+    let (kind, text) = raw_invoke(&s.client, &subjects, Some(&token), &body).await;
+    assert_eq!(kind.as_deref(), Some("refused"));
+    assert!(text.contains("not a trusted host cluster key"), "{text}");
+
+    // A trusted envelope whose signature was tampered with.
+    let (token, _) = wire::sign_envelope(&s.cluster, &me, envelope(&body)).unwrap();
+    let mut forged = token.clone();
+    let last = forged.pop().unwrap();
+    forged.push(if last == 'A' { 'B' } else { 'A' });
+    let (kind, text) = raw_invoke(&s.client, &subjects, Some(&forged), &body).await;
+    assert_eq!(kind.as_deref(), Some("refused"));
+    assert!(text.contains("does not verify"), "{text}");
+
+    // A trusted envelope with another body.
+    let other = rmp_serde::to_vec_named(&serde_json::json!({"key": "other"})).unwrap();
+    let (kind, text) = raw_invoke(&s.client, &subjects, Some(&token), &other).await;
+    assert_eq!(kind.as_deref(), Some("refused"));
+    assert!(text.contains("altered"), "{text}");
+
+    // The genuine envelope is accepted once (no link exists for that actor) ...
+    let (kind, text) = raw_invoke(&s.client, &subjects, Some(&token), &body).await;
+    assert_eq!(kind.as_deref(), Some("unknown-link"), "{text}");
+    // ... and refused when replayed.
+    let (kind, text) = raw_invoke(&s.client, &subjects, Some(&token), &body).await;
+    assert_eq!(kind.as_deref(), Some("refused"));
+    assert!(text.contains("replay"), "{text}");
+
+    // An envelope meant for another plugin.
+    let elsewhere = keys::generate(KeyKind::Service).public_key();
+    let (token, _) = wire::sign_envelope(&s.cluster, &elsewhere, envelope(&body)).unwrap();
+    let (kind, text) = raw_invoke(&s.client, &subjects, Some(&token), &body).await;
+    assert_eq!(kind.as_deref(), Some("refused"));
+    assert!(text.contains("meant for"), "{text}");
+
+    // An expired one.
+    let mut old = envelope(&body);
+    old.deadline_ms = wire::now_ms() - 120_000;
+    let (token, _) = wire::sign_envelope(&s.cluster, &me, old).unwrap();
+    let (kind, text) = raw_invoke(&s.client, &subjects, Some(&token), &body).await;
+    assert_eq!(kind.as_deref(), Some("refused"));
+    assert!(text.contains("expired"), "{text}");
+    s.rt.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_from_a_foreign_issuer_or_an_impostor_is_refused() {
+    // The host allows one issuer; the plugin's claims come from another.
+    let who = identity("keyvalue");
+    let trusted = keys::generate(KeyKind::Account);
+    let s = setup(who, Policy::new().allow_issuer(trusted.public_key())).await;
+    let _plugin = start_plugin(&s.lattice, &s.who, &s.cluster);
+    wait_ready(&s.client, &s.lattice, &s.who.key.public_key()).await;
+    link(&s.rt, "probe-a", "keyvalue", "kv", LinkConfig::new()).await;
+    let get = serde_json::json!({"key": "k"});
+    let err = call(&s.rt, "probe-a", "kv_get", get.clone())
+        .await
+        .unwrap_err();
+    assert!(err.contains("refused") && err.contains("issuer"), "{err}");
+    assert!(err.contains(&s.who.issuer.public_key()), "{err}");
+    s.rt.shutdown(Duration::from_secs(5)).await;
+
+    // An impostor: it shows the real plugin's claims but cannot sign with its key.
+    let real = identity("keyvalue");
+    let s = setup(
+        Identity {
+            key: KeyPair::from_seed(&real.key.seed().unwrap()).unwrap(),
+            claims: real.claims.clone(),
+            issuer: KeyPair::from_seed(&real.issuer.seed().unwrap()).unwrap(),
+        },
+        Policy::new(),
+    )
+    .await;
+    let impostor = keys::generate(KeyKind::Service);
+    let subject = Subjects::new(&s.lattice, &real.key.public_key()).identify();
+    let mut challenges = s.client.subscribe(subject).await.unwrap();
+    let client = s.client.clone();
+    let claims = real.claims.clone();
+    let responder = tokio::spawn(async move {
+        use futures::StreamExt;
+        while let Some(m) = challenges.next().await {
+            let request: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+            let nonce = request["nonce"].as_str().unwrap().to_string();
+            let sig = impostor.sign(nonce.as_bytes()).unwrap();
+            let answer = serde_json::json!({
+                "version": 1,
+                "claims": claims,
+                "signature": data_encoding::BASE64URL_NOPAD.encode(&sig),
+                "instance": "fake",
+            });
+            if let Some(reply) = m.reply {
+                client
+                    .publish(reply, serde_json::to_vec(&answer).unwrap().into())
+                    .await
+                    .unwrap();
+            }
+        }
+    });
+    link(&s.rt, "probe-a", "keyvalue", "kv", LinkConfig::new()).await;
+    let err = call(&s.rt, "probe-a", "kv_get", get).await.unwrap_err();
+    assert!(err.contains("impostor"), "{err}");
+    responder.abort();
+    s.rt.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_plugin_gives_clear_errors_and_serves_again_when_restarted() {
+    let who = identity("keyvalue");
+    let s = setup(who, Policy::new()).await;
+    let plugin = start_plugin(&s.lattice, &s.who, &s.cluster);
+    wait_ready(&s.client, &s.lattice, &s.who.key.public_key()).await;
+    link(&s.rt, "probe-a", "keyvalue", "kv", LinkConfig::new()).await;
+    let set = serde_json::json!({"key": "k", "value": "v"});
+    call(&s.rt, "probe-a", "kv_set", set.clone()).await.unwrap();
+
+    drop(plugin); // SIGKILL
+    let get = serde_json::json!({"key": "k"});
+    let err = call(&s.rt, "probe-a", "kv_get", get.clone())
+        .await
+        .unwrap_err();
+    assert!(
+        err.contains("not running") && err.contains(&s.who.key.public_key()),
+        "{err}"
+    );
+    // Still down: the same clear error, quickly (no one to wait for).
+    let started = Instant::now();
+    let err = call(&s.rt, "probe-a", "kv_get", get.clone())
+        .await
+        .unwrap_err();
+    assert!(err.contains("not running"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // Restarted (its memory is gone): the host proves it again, sends the link, and the
+    // actor is served.
+    let _plugin = start_plugin(&s.lattice, &s.who, &s.cluster);
+    wait_ready(&s.client, &s.lattice, &s.who.key.public_key()).await;
+    let started = Instant::now();
+    loop {
+        match call(&s.rt, "probe-a", "kv_set", set.clone()).await {
+            Ok(_) => break,
+            Err(e) => {
+                assert!(started.elapsed() < Duration::from_secs(10), "{e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    assert_eq!(call(&s.rt, "probe-a", "kv_get", get).await.unwrap(), "v");
+    s.rt.shutdown(Duration::from_secs(5)).await;
+}
+
+#[test]
+fn sigil_up_reaches_the_plugin_its_configuration_names() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("counter.wasm"), guest("counter")).unwrap();
+    let who = identity("keyvalue");
+    let cluster = keys::generate(KeyKind::Cluster);
+    std::fs::write(dir.path().join("cluster.nk"), cluster.seed().unwrap()).unwrap();
+    let lattice = unique("up-plugins");
+    let _plugin = start_plugin(&lattice, &who, &cluster);
+    let http_port = spare_port();
+    let config = dir.path().join("host.toml");
+    let provider = format!(
+        r#"
+[[providers]]
+name = "kv"
+kind = "plugin"
+config = {{ key = "{}", contract = "keyvalue" }}
+"#,
+        who.key.public_key()
+    );
+    let rest = format!(
+        r#"
+[[actors]]
+path = "counter.wasm"
+
+[[providers]]
+name = "http"
+kind = "httpserver"
+{provider}
+[[links]]
+actor = "counter"
+contract = "httpserver"
+provider = "http"
+config = {{ address = "127.0.0.1:{http_port}" }}
+
+[[links]]
+actor = "counter"
+contract = "keyvalue"
+provider = "kv"
+"#
+    );
+
+    // A plugin needs the lattice.
+    std::fs::write(&config, format!("[host]\nadmin_address = \"off\"\n{rest}")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sigil"))
+        .args(["up", "--check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("[lattice]"), "{stderr}");
+
+    std::fs::write(
+        &config,
+        format!(
+            "[host]\nadmin_address = \"off\"\n\n[lattice]\nnats = \"{NATS}\"\nname = \"{lattice}\"\n\
+             cluster_seed_file = \"cluster.nk\"\n{rest}"
+        ),
+    )
+    .unwrap();
+    let _host = Server(
+        Command::new(env!("CARGO_BIN_EXE_sigil"))
+            .args(["up", "--config"])
+            .arg(&config)
+            .env("SIGIL_CACHE_DIR", dir.path().join("cache"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for_port(http_port);
+    let addr = ([127, 0, 0, 1], http_port).into();
+    let started = Instant::now();
+    // The plugin may be verified a moment after the host starts serving HTTP.
+    let first = loop {
+        let answer = http(addr, "POST", "/visits");
+        if answer.0 == 200 || started.elapsed() > Duration::from_secs(10) {
+            break answer;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(
+        first,
+        (200, r#"{"counter":"visits","count":1}"#.to_string())
+    );
+    assert_eq!(
+        http(addr, "POST", "/visits"),
+        (200, r#"{"counter":"visits","count":2}"#.to_string())
+    );
+}

@@ -1,0 +1,486 @@
+//! The plugin wire format (version 1), shared by the host's side and the plugin SDK. Every
+//! rule here is documented in `docs/provider-plugins.md`, so a plugin in any language can
+//! speak it with a NATS client and an Ed25519 library.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use data_encoding::{BASE64URL_NOPAD, HEXUPPER};
+use nkeys::KeyPair;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::{ActorIdentity, LinkConfig};
+
+/// The wire format's version, carried in every envelope and identity answer.
+pub const WIRE_VERSION: u32 = 1;
+
+/// Header: the host's signed envelope of a request.
+pub const HEADER_INVOCATION: &str = "Sigil-Invocation";
+/// Header: the plugin's signature over its answer.
+pub const HEADER_RESPONSE: &str = "Sigil-Response";
+/// Header: present on an error answer, naming its kind ([`ErrorKind`]); the body is the
+/// message.
+pub const HEADER_ERROR: &str = "Sigil-Error";
+
+/// The queue group every instance of a plugin joins for invocations, so replicas share
+/// the calls.
+pub const QUEUE_GROUP: &str = "sigil-provider";
+
+/// How far apart the host's and the plugin's clocks may be.
+pub const CLOCK_SKEW: Duration = Duration::from_secs(30);
+
+/// The subjects of one plugin in one lattice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subjects {
+    prefix: String,
+}
+
+impl Subjects {
+    /// The subjects of the plugin with public key `key` in `lattice`.
+    pub fn new(lattice: &str, key: &str) -> Self {
+        Subjects {
+            prefix: format!("sigil.{lattice}.prov.{key}"),
+        }
+    }
+
+    /// Where a host asks the plugin to prove who it is.
+    pub fn identify(&self) -> String {
+        format!("{}.identify", self.prefix)
+    }
+
+    /// Where a host adds a link.
+    pub fn link_put(&self) -> String {
+        format!("{}.link.put", self.prefix)
+    }
+
+    /// Where a host removes a link.
+    pub fn link_del(&self) -> String {
+        format!("{}.link.del", self.prefix)
+    }
+
+    /// Where a host sends actors' calls.
+    pub fn invoke(&self) -> String {
+        format!("{}.invoke", self.prefix)
+    }
+
+    /// Where a host asks for the plugin's health.
+    pub fn health(&self) -> String {
+        format!("{}.health", self.prefix)
+    }
+}
+
+/// Where a plugin announces that it (re)started, so hosts send it their links.
+pub fn hello_subject(lattice: &str) -> String {
+    format!("sigil.{lattice}.prov.hello")
+}
+
+/// What a request is: the envelope says, so a signed envelope cannot be replayed on another
+/// subject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RequestKind {
+    /// An actor's call (`.invoke`).
+    #[serde(rename = "invoke")]
+    Invoke,
+    /// A link added (`.link.put`).
+    #[serde(rename = "link.put")]
+    LinkPut,
+    /// A link removed (`.link.del`).
+    #[serde(rename = "link.del")]
+    LinkDel,
+}
+
+/// The calling actor, as its verified claims state it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireActor {
+    /// Its module key (`M...`).
+    pub subject: String,
+    /// Its name.
+    pub name: String,
+    /// The account that signed it (`A...`).
+    pub issuer: String,
+    /// The contract IDs its claims grant.
+    pub caps: Vec<String>,
+}
+
+impl From<&ActorIdentity> for WireActor {
+    fn from(a: &ActorIdentity) -> Self {
+        WireActor {
+            subject: a.subject.clone(),
+            name: a.name.clone(),
+            issuer: a.issuer.clone(),
+            caps: a.capabilities.iter().cloned().collect(),
+        }
+    }
+}
+
+impl From<WireActor> for ActorIdentity {
+    fn from(a: WireActor) -> Self {
+        ActorIdentity {
+            subject: a.subject,
+            name: a.name,
+            issuer: a.issuer,
+            capabilities: a.caps.into_iter().collect(),
+        }
+    }
+}
+
+/// What the host vouches for in a request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// [`WIRE_VERSION`].
+    pub v: u32,
+    /// What the request is.
+    pub kind: RequestKind,
+    /// The actor on whose behalf it is made.
+    pub actor: WireActor,
+    /// The contract ID.
+    pub contract: String,
+    /// The link name.
+    pub link: String,
+    /// The operation (empty for links).
+    #[serde(default)]
+    pub operation: String,
+    /// Upper-case hex SHA-256 of the message body.
+    pub hash: String,
+    /// When the caller stops waiting (Unix milliseconds).
+    pub deadline_ms: u64,
+}
+
+/// The claims of an envelope token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnvelopeClaims {
+    /// A unique ID: a plugin refuses a token it has seen before.
+    pub jti: String,
+    /// When it was issued (Unix seconds).
+    pub iat: u64,
+    /// When it expires (Unix seconds).
+    pub exp: u64,
+    /// The host's cluster key (`C...`) that signed it.
+    pub iss: String,
+    /// The plugin's key (`V...`) it is meant for.
+    pub sub: String,
+    /// The request.
+    pub sigil: Envelope,
+}
+
+/// The body of a link request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkMessage {
+    /// The actor.
+    pub actor: WireActor,
+    /// The contract ID.
+    pub contract: String,
+    /// The link name.
+    pub link: String,
+    /// The provider instance name on the host.
+    #[serde(default)]
+    pub provider: String,
+    /// The link's configuration (empty for a removal).
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+}
+
+impl LinkMessage {
+    /// The link this message describes.
+    pub fn to_link(&self) -> crate::Link {
+        crate::Link {
+            actor: std::sync::Arc::new(self.actor.clone().into()),
+            contract_id: self.contract.clone(),
+            link_name: self.link.clone(),
+            provider: self.provider.clone(),
+            config: LinkConfig(self.config.clone()),
+        }
+    }
+}
+
+/// A host's identity challenge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdentifyRequest {
+    /// Random text the plugin signs with its key.
+    pub nonce: String,
+}
+
+/// A plugin's answer to [`IdentifyRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdentifyResponse {
+    /// [`WIRE_VERSION`].
+    pub version: u32,
+    /// Its provider claims (a token signed by its issuer account).
+    pub claims: String,
+    /// Its Ed25519 signature over the nonce's bytes, unpadded base64url.
+    pub signature: String,
+    /// This process's random instance ID.
+    pub instance: String,
+}
+
+/// A plugin's announcement on [`hello_subject`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// Its key (`V...`).
+    pub key: String,
+    /// Its contract ID.
+    pub contract: String,
+    /// This process's random instance ID.
+    pub instance: String,
+}
+
+/// A plugin's health answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthResponse {
+    /// Whether it serves now.
+    pub healthy: bool,
+    /// Why not, when it does not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// The kind of an error answer, in the [`HEADER_ERROR`] header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The envelope was missing, forged, expired, replayed or meant for someone else.
+    Refused,
+    /// The plugin has no such link (it restarted): the host sends the link and retries.
+    UnknownLink,
+    /// The provider failed the request; the message is for the actor.
+    Failed,
+}
+
+impl ErrorKind {
+    /// Its name on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Refused => "refused",
+            ErrorKind::UnknownLink => "unknown-link",
+            ErrorKind::Failed => "failed",
+        }
+    }
+
+    /// Parses a name on the wire; an unknown kind counts as [`ErrorKind::Failed`].
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "refused" => ErrorKind::Refused,
+            "unknown-link" => ErrorKind::UnknownLink,
+            _ => ErrorKind::Failed,
+        }
+    }
+}
+
+/// Upper-case hex SHA-256 of `body`.
+pub fn body_hash(body: &[u8]) -> String {
+    HEXUPPER.encode(&Sha256::digest(body))
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+const TOKEN_HEADER: &str = r#"{"typ":"jwt","alg":"Ed25519"}"#;
+
+/// Signs an envelope with the host's cluster key; answers the token and its ID.
+pub fn sign_envelope(
+    cluster: &KeyPair,
+    plugin: &str,
+    envelope: Envelope,
+) -> Result<(String, String), String> {
+    let jti = uuid::Uuid::new_v4().simple().to_string();
+    let claims = EnvelopeClaims {
+        jti: jti.clone(),
+        iat: now_ms() / 1000,
+        exp: envelope.deadline_ms.div_ceil(1000),
+        iss: cluster.public_key(),
+        sub: plugin.to_string(),
+        sigil: envelope,
+    };
+    let body = serde_json::to_vec(&claims).map_err(|e| format!("cannot encode: {e}"))?;
+    let input = format!(
+        "{}.{}",
+        BASE64URL_NOPAD.encode(TOKEN_HEADER.as_bytes()),
+        BASE64URL_NOPAD.encode(&body)
+    );
+    let sig = cluster
+        .sign(input.as_bytes())
+        .map_err(|e| format!("the cluster key cannot sign: {e}"))?;
+    Ok((format!("{input}.{}", BASE64URL_NOPAD.encode(&sig)), jti))
+}
+
+/// Checks envelope tokens on the plugin's side: who signed them, for whom, for what, when,
+/// and that none is used twice.
+pub struct EnvelopeVerifier {
+    own_key: String,
+    trusted: HashMap<String, KeyPair>,
+    seen: Mutex<HashMap<String, u64>>,
+}
+
+impl std::fmt::Debug for EnvelopeVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnvelopeVerifier")
+            .field("own_key", &self.own_key)
+            .field("trusted", &self.trusted.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Most token IDs remembered against replay; older ones are dropped once expired.
+const SEEN_LIMIT: usize = 1 << 20;
+
+impl EnvelopeVerifier {
+    /// A verifier for the plugin `own_key`, trusting hosts whose cluster keys are `issuers`.
+    pub fn new(own_key: &str, issuers: &[String]) -> Result<Self, String> {
+        let mut trusted = HashMap::new();
+        for issuer in issuers {
+            if !issuer.starts_with('C') {
+                return Err(format!(
+                    "{issuer} is not a cluster public key (they start with C)"
+                ));
+            }
+            let key = KeyPair::from_public_key(issuer)
+                .map_err(|e| format!("{issuer} is not a valid cluster key: {e}"))?;
+            trusted.insert(issuer.clone(), key);
+        }
+        if trusted.is_empty() {
+            return Err(
+                "no cluster issuers are trusted: name at least one host cluster key".into(),
+            );
+        }
+        Ok(EnvelopeVerifier {
+            own_key: own_key.to_string(),
+            trusted,
+            seen: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Checks `token` for a request of `kind` with `body`; answers its claims.
+    pub fn verify(
+        &self,
+        token: Option<&str>,
+        kind: RequestKind,
+        body: &[u8],
+    ) -> Result<EnvelopeClaims, String> {
+        let token = token.ok_or("the request carries no Sigil-Invocation envelope")?;
+        let mut parts = token.split('.');
+        let (Some(head), Some(segment), Some(sig), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err("the envelope is not a three-part token".into());
+        };
+        let header = BASE64URL_NOPAD
+            .decode(head.as_bytes())
+            .map_err(|_| "the envelope's header is not base64url")?;
+        let header: serde_json::Value =
+            serde_json::from_slice(&header).map_err(|_| "the envelope's header is not JSON")?;
+        if header.get("alg").and_then(|a| a.as_str()) != Some("Ed25519") {
+            return Err("the envelope is not signed with Ed25519".into());
+        }
+        let decoded = BASE64URL_NOPAD
+            .decode(segment.as_bytes())
+            .map_err(|_| "the envelope's claims are not base64url")?;
+        let claims: EnvelopeClaims = serde_json::from_slice(&decoded)
+            .map_err(|e| format!("the envelope's claims are not valid: {e}"))?;
+        let issuer = self.trusted.get(&claims.iss).ok_or_else(|| {
+            format!(
+                "the envelope is signed by {}, which is not a trusted host cluster key",
+                claims.iss
+            )
+        })?;
+        let sig = BASE64URL_NOPAD
+            .decode(sig.as_bytes())
+            .map_err(|_| "the envelope's signature is not base64url")?;
+        let input = &token[..head.len() + 1 + segment.len()];
+        issuer
+            .verify(input.as_bytes(), &sig)
+            .map_err(|_| "the envelope's signature does not verify (forged or altered)")?;
+        if claims.sub != self.own_key {
+            return Err(format!(
+                "the envelope is meant for {}, not this plugin ({})",
+                claims.sub, self.own_key
+            ));
+        }
+        if claims.sigil.v != WIRE_VERSION {
+            return Err(format!(
+                "wire version {} is not supported (this plugin speaks {WIRE_VERSION})",
+                claims.sigil.v
+            ));
+        }
+        if claims.sigil.kind != kind {
+            return Err(format!(
+                "the envelope is for a {:?} request, not {kind:?}",
+                claims.sigil.kind
+            ));
+        }
+        if claims.sigil.hash != body_hash(body) {
+            return Err("the body does not match the envelope's hash (altered in transit)".into());
+        }
+        let now = now_ms();
+        let skew = u64::try_from(CLOCK_SKEW.as_millis()).unwrap_or(u64::MAX);
+        if now > claims.sigil.deadline_ms.saturating_add(skew) {
+            return Err("the envelope expired (its caller stopped waiting)".into());
+        }
+        if claims.iat.saturating_mul(1000) > now.saturating_add(skew) {
+            return Err("the envelope was issued in the future (check the clocks)".into());
+        }
+        self.remember(
+            &claims.jti,
+            claims.sigil.deadline_ms.saturating_add(skew),
+            now,
+        )?;
+        Ok(claims)
+    }
+
+    /// Refuses a token ID seen before; remembers it until `until` (Unix ms).
+    fn remember(&self, jti: &str, until: u64, now: u64) -> Result<(), String> {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.len() >= SEEN_LIMIT {
+            seen.retain(|_, t| *t >= now);
+            if seen.len() >= SEEN_LIMIT {
+                return Err("too many envelopes in flight to check for replays".into());
+            }
+        }
+        if seen.insert(jti.to_string(), until).is_some() {
+            return Err(format!("the envelope {jti} was used before (a replay)"));
+        }
+        Ok(())
+    }
+}
+
+/// The text a plugin signs for an answer to the envelope `jti`.
+pub fn response_input(jti: &str, body: &[u8], error: Option<ErrorKind>) -> String {
+    format!(
+        "{jti}.{}.{}",
+        body_hash(body),
+        error.map_or("ok", ErrorKind::as_str)
+    )
+}
+
+/// Signs an answer with the plugin's key (unpadded base64url).
+pub fn sign_response(
+    key: &KeyPair,
+    jti: &str,
+    body: &[u8],
+    error: Option<ErrorKind>,
+) -> Result<String, String> {
+    key.sign(response_input(jti, body, error).as_bytes())
+        .map(|s| BASE64URL_NOPAD.encode(&s))
+        .map_err(|e| format!("the plugin key cannot sign: {e}"))
+}
+
+/// Checks a plugin's signature over an answer.
+pub fn verify_response(
+    plugin: &KeyPair,
+    jti: &str,
+    body: &[u8],
+    error: Option<ErrorKind>,
+    signature: Option<&str>,
+) -> Result<(), String> {
+    let signature = signature.ok_or("the answer is not signed")?;
+    let sig = BASE64URL_NOPAD
+        .decode(signature.as_bytes())
+        .map_err(|_| "the answer's signature is not base64url")?;
+    plugin
+        .verify(response_input(jti, body, error).as_bytes(), &sig)
+        .map_err(|_| "the answer's signature does not verify (not from the plugin)".to_string())
+}
