@@ -20,10 +20,13 @@ fn generated_seeds_are_private_and_reload() {
     let dir_mode = std::fs::metadata(store.dir()).unwrap().permissions().mode() & 0o777;
     assert_eq!(dir_mode, 0o700);
     let listed = store.list().unwrap();
-    assert_eq!(listed.len(), 5);
+    assert_eq!(listed.len(), KeyKind::ALL.len());
     assert_eq!(listed[0].kind, KeyKind::Account);
     // No temporary files are left behind.
-    assert_eq!(std::fs::read_dir(store.dir()).unwrap().count(), 5);
+    assert_eq!(
+        std::fs::read_dir(store.dir()).unwrap().count(),
+        KeyKind::ALL.len()
+    );
 }
 
 #[test]
