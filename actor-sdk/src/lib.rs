@@ -74,6 +74,8 @@ mod error;
 pub mod __private;
 
 #[cfg(target_arch = "wasm32")]
+pub mod actors;
+#[cfg(target_arch = "wasm32")]
 pub mod blobstore;
 #[cfg(target_arch = "wasm32")]
 mod host;

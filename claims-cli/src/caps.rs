@@ -18,6 +18,8 @@ pub const BLOB_STORE: &str = "wasmcloud:blobstore";
 pub const LOGGING: &str = "wasmcloud:builtin:logging";
 /// Random numbers and UUIDs from the host (built in).
 pub const NUMBERGEN: &str = "wasmcloud:builtin:numbergen";
+/// Calls to other actors, on this host or across the lattice (Sigil's own contract).
+pub const ACTOR: &str = "sigil:actor";
 
 /// `(alias, contract ID, human name)` for every well-known capability.
 pub const WELL_KNOWN: &[(&str, &str, &str)] = &[
@@ -28,6 +30,7 @@ pub const WELL_KNOWN: &[(&str, &str, &str)] = &[
     ("blobstore", BLOB_STORE, "Blob store"),
     ("logging", LOGGING, "Logging"),
     ("numbergen", NUMBERGEN, "Number generation"),
+    ("actor", ACTOR, "Calls to other actors"),
 ];
 
 /// Turns a capability as a person writes it into a contract ID: a short alias
@@ -62,6 +65,7 @@ pub fn parse_capability(value: &str) -> Result<String> {
         "http" => "httpserver",
         "log" => "logging",
         "random" | "rng" => "numbergen",
+        "actors" | "actorcall" | "call" => "actor",
         other => other,
     };
     WELL_KNOWN

@@ -117,13 +117,7 @@ impl Host {
     /// Verifies, compiles and registers an actor; a newer module with the same public key
     /// replaces the older one. With a policy, the policy must allow it to start.
     pub fn load_actor(&self, bytes: impl Into<Arc<[u8]>>) -> Result<Arc<Actor>, LoadError> {
-        let actor = Arc::new(Actor::load_with_policy(
-            &self.engine,
-            bytes,
-            &self.policy,
-            self.providers.clone(),
-            self.enforcer.as_ref(),
-        )?);
+        let actor = self.prepare(bytes)?;
         tracing::info!(
             actor = actor.name(),
             subject = actor.subject(),
@@ -136,6 +130,60 @@ impl Host {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(actor.subject().to_string(), actor.clone());
         Ok(actor)
+    }
+
+    /// Verifies and compiles an actor under this host's policy, without registering it.
+    fn prepare(&self, bytes: impl Into<Arc<[u8]>>) -> Result<Arc<Actor>, LoadError> {
+        Ok(Arc::new(Actor::load_with_policy(
+            &self.engine,
+            bytes,
+            &self.policy,
+            self.providers.clone(),
+            self.enforcer.as_ref(),
+        )?))
+    }
+
+    /// Replaces a running actor with a newer signed revision of it: the module must have
+    /// the same public key and a higher `rev` than the one running. Invocations already
+    /// running finish on the old revision; new ones get the new. Answers the old and the
+    /// new actor.
+    pub fn update_actor(
+        &self,
+        bytes: impl Into<Arc<[u8]>>,
+    ) -> Result<(Arc<Actor>, Arc<Actor>), LoadError> {
+        let actor = self.prepare(bytes)?;
+        let subject = actor.subject().to_string();
+        let refuse = |reason: String| LoadError::Update {
+            subject: subject.clone(),
+            reason,
+        };
+        let mut actors = self
+            .actors
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let old = actors
+            .get(&subject)
+            .cloned()
+            .ok_or_else(|| refuse("it is not running on this host (start it instead)".into()))?;
+        let (from, to) = (
+            old.claims().rev().unwrap_or(0),
+            actor.claims().rev().unwrap_or(0),
+        );
+        if to <= from {
+            return Err(refuse(format!(
+                "its revision {to} is not newer than the running revision {from}"
+            )));
+        }
+        actors.insert(subject, actor.clone());
+        drop(actors);
+        tracing::info!(
+            actor = actor.name(),
+            subject = actor.subject(),
+            from,
+            to,
+            "actor updated"
+        );
+        Ok((old, actor))
     }
 
     /// Reads and loads an actor module file.

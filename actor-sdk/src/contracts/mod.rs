@@ -25,6 +25,7 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+pub mod actor;
 pub mod blobstore;
 pub mod httpclient;
 pub mod httpserver;

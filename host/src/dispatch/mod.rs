@@ -14,6 +14,13 @@ mod registry;
 
 pub use registry::{ProviderCallObserver, RegistryDispatch};
 
+/// Serves actors' calls to other actors (`sigil:actor`), after the gate allowed them. The
+/// call's binding names the target actor.
+pub trait ActorCalls: Send + Sync + 'static {
+    /// Serves one call. `Err` is the message the calling actor receives.
+    fn call<'a>(&'a self, caller: &'a ActorIdentity, call: HostCall<'a>) -> HostCallFuture<'a>;
+}
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 

@@ -6,7 +6,7 @@ use std::time::Instant;
 use sigil_providers::{ActorIdentity, ProviderError, ProviderRegistry};
 use tokio::runtime::RuntimeFlavor;
 
-use super::ProviderDispatch;
+use super::{ActorCalls, ProviderDispatch};
 use crate::engine::{HostCall, HostCallFuture};
 
 /// Called after every provider call, for metrics.
@@ -32,6 +32,7 @@ pub struct RegistryDispatch {
     registry: Arc<ProviderRegistry>,
     runtime: tokio::runtime::Handle,
     observer: Option<Arc<dyn ProviderCallObserver>>,
+    actors: Option<Arc<dyn ActorCalls>>,
 }
 
 impl std::fmt::Debug for RegistryDispatch {
@@ -49,7 +50,14 @@ impl RegistryDispatch {
             registry,
             runtime,
             observer: None,
+            actors: None,
         }
+    }
+
+    /// Serves actors' calls to other actors (`sigil:actor`) with `actors`.
+    pub fn with_actor_calls(mut self, actors: Arc<dyn ActorCalls>) -> Self {
+        self.actors = Some(actors);
+        self
     }
 
     /// Reports every call to `observer`.
@@ -120,6 +128,22 @@ fn lost(call: &HostCall<'_>) -> ProviderError {
 
 impl ProviderDispatch for RegistryDispatch {
     fn dispatch(&self, actor: &ActorIdentity, call: &HostCall<'_>) -> Result<Vec<u8>, String> {
+        if call.namespace == sigil_claims::caps::ACTOR
+            && let Some(actors) = &self.actors
+        {
+            // A synchronous invocation waits for the called actor on this thread.
+            let routed = actors.call(actor, *call);
+            return match tokio::runtime::Handle::try_current() {
+                Err(_) => self.runtime.block_on(routed),
+                Ok(current) if current.runtime_flavor() == RuntimeFlavor::MultiThread => {
+                    tokio::task::block_in_place(|| self.runtime.block_on(routed))
+                }
+                Ok(_) => Err(
+                    "actor calls need an asynchronous invocation or a multi-threaded runtime"
+                        .to_string(),
+                ),
+            };
+        }
         let started = Instant::now();
         let result = match tokio::runtime::Handle::try_current() {
             Err(_) => self.runtime.block_on(self.invoke(actor, call)),
@@ -154,6 +178,11 @@ impl ProviderDispatch for RegistryDispatch {
         actor: &'a ActorIdentity,
         call: HostCall<'a>,
     ) -> HostCallFuture<'a> {
+        if call.namespace == sigil_claims::caps::ACTOR
+            && let Some(actors) = &self.actors
+        {
+            return actors.call(actor, call);
+        }
         Box::pin(async move {
             let started = Instant::now();
             let result = if tokio::runtime::Handle::try_current().is_ok() {

@@ -92,6 +92,15 @@ pub enum LoadError {
         /// What went wrong.
         message: String,
     },
+
+    /// A live update that would not move the actor forward.
+    #[error("update of actor {subject} refused: {reason}")]
+    Update {
+        /// The actor's public key.
+        subject: String,
+        /// Why (not running here, or a revision not newer than the running one).
+        reason: String,
+    },
 }
 
 /// Why one invocation of an actor failed. The host keeps serving other invocations.

@@ -38,7 +38,7 @@ use error::AbiFault;
 pub use error::{InvocationError, LoadError, Phase};
 
 /// One call from an actor to its host (`__host_call`).
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub struct HostCall<'a> {
     /// The link name the actor chose (`default` unless it named another).
     pub binding: &'a str,

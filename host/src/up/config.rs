@@ -75,6 +75,11 @@ pub struct LatticeSettings {
     pub name: String,
     /// The cluster seed (`SC...`): secret.
     pub cluster_seed: String,
+    /// Other cluster keys (`C...`) whose actor calls and control requests this host
+    /// accepts.
+    pub cluster_issuers: Vec<String>,
+    /// How often the host publishes a heartbeat event.
+    pub heartbeat: Duration,
 }
 
 impl std::fmt::Debug for LatticeSettings {
@@ -156,6 +161,8 @@ pub struct WorkflowSettings {
     pub ack_wait: Duration,
     /// Steps this host runs at once.
     pub max_concurrent: usize,
+    /// Copies a NATS cluster keeps of the stream and the bucket (1 to 5).
+    pub replicas: usize,
     /// Subjects that start a run per message.
     pub triggers: Vec<Located<Trigger>>,
 }
@@ -169,6 +176,7 @@ impl Default for WorkflowSettings {
             bucket: "SIGIL_RUNS".into(),
             ack_wait: Duration::from_secs(30),
             max_concurrent: 64,
+            replicas: 1,
             triggers: Vec::new(),
         }
     }
@@ -232,6 +240,9 @@ struct RawLattice {
     name: Option<String>,
     cluster_seed: Option<String>,
     cluster_seed_file: Option<PathBuf>,
+    #[serde(default)]
+    cluster_issuers: Vec<String>,
+    heartbeat: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -252,6 +263,7 @@ struct RawWorkflows {
     bucket: Option<String>,
     ack_wait: Option<Spanned<String>>,
     max_concurrent: Option<usize>,
+    replicas: Option<Spanned<i64>>,
     #[serde(default)]
     triggers: Vec<Spanned<RawTrigger>>,
 }
@@ -619,7 +631,21 @@ impl HostConfig {
                         format!("[lattice] name = {name:?}: use letters, digits, - and _"),
                     ));
                 }
+                for key in &l.cluster_issuers {
+                    if !key.starts_with('C') || nkeys::KeyPair::from_public_key(key).is_err() {
+                        return Err(source.error(
+                            span,
+                            format!("cluster_issuers: {key:?} is not a cluster public key (C...)"),
+                        ));
+                    }
+                }
+                let heartbeat = match &l.heartbeat {
+                    Some(d) => duration(d, "heartbeat")?,
+                    None => Duration::from_secs(30),
+                };
                 Some(LatticeSettings {
+                    heartbeat,
+                    cluster_issuers: l.cluster_issuers,
                     nats: l
                         .nats
                         .filter(|v| !v.is_empty())
@@ -725,6 +751,21 @@ impl HostConfig {
         }
         if let Some(n) = raw_wf.max_concurrent {
             workflows.max_concurrent = n.max(1);
+        }
+        if let Some(r) = &raw_wf.replicas {
+            workflows.replicas = usize::try_from(*r.get_ref())
+                .ok()
+                .filter(|n| (1..=5).contains(n))
+                .ok_or_else(|| {
+                    source.error(
+                        r.span(),
+                        format!(
+                            "replicas = {} is out of range; use 1 to 5 (3 on a three-node \
+                             NATS cluster)",
+                            r.get_ref()
+                        ),
+                    )
+                })?;
         }
         for t in raw_wf.triggers {
             let line = source.line_of(t.span().start);
@@ -916,6 +957,7 @@ config = { prefix = "c:", allow = ["a", "b"], n = 3 }
             }
         );
         assert_eq!(c.workflows.ack_wait, Duration::from_secs(3));
+        assert_eq!(c.workflows.replicas, 1);
         let t = &c.workflows.triggers[0];
         assert_eq!(t.line, 5);
         assert_eq!(t.value.workflow, Path::new("/etc/sigil/flows/go.yaml"));
@@ -942,6 +984,14 @@ config = { prefix = "c:", allow = ["a", "b"], n = 3 }
         assert!(e.message.contains("link_root"), "{e}");
         let e = parse("[workflows]\nack_wait = \"often\"\n").unwrap_err();
         assert_eq!(e.line, 2);
+        let c =
+            parse("[workflows]\nnats = \"nats://a:4222,nats://b:4222\"\nreplicas = 3\n").unwrap();
+        assert_eq!(c.workflows.replicas, 3);
+        for bad in ["0", "6", "-1"] {
+            let e = parse(&format!("[workflows]\n\nreplicas = {bad}\n")).unwrap_err();
+            assert_eq!(e.line, 3, "{e}");
+            assert!(e.message.contains("use 1 to 5"), "{e}");
+        }
     }
 
     #[test]

@@ -8,6 +8,8 @@ pub mod admin;
 pub mod argo;
 mod builtin;
 pub mod config;
+pub mod control;
+pub mod lattice;
 pub mod metrics;
 pub mod policy;
 pub mod runtime;
@@ -37,6 +39,8 @@ pub struct Running {
     argo: Option<ServerHandle>,
     /// Where the Argo executor plugin endpoint listens, if it does.
     pub argo_address: Option<SocketAddr>,
+    /// The control interface on the lattice, if the host joined one.
+    pub control: Option<control::ControlServer>,
     drain_timeout: Duration,
 }
 
@@ -44,6 +48,9 @@ impl Running {
     /// Drains and stops everything (see [`Runtime::shutdown`]); returns the invocations
     /// still running when the drain timeout ran out.
     pub async fn shutdown(self) -> usize {
+        if let Some(control) = self.control {
+            control.stop().await;
+        }
         self.workflows.stop();
         let left = self.runtime.shutdown(self.drain_timeout).await;
         if let Some(admin) = self.admin {
@@ -100,12 +107,14 @@ pub async fn start_with(
         let cluster = nkeys::KeyPair::from_seed(&l.cluster_seed)
             .map_err(|e| config.error_at(0, format!("the cluster seed: {e}")))?;
         tracing::info!(lattice = %l.name, cluster = %cluster.public_key(), "joining the lattice");
-        builtins.lattice = Some(sigil_providers::plugin::Lattice::new(
-            &l.nats,
-            &l.name,
-            cluster,
-            config.policy.clone(),
-        ));
+        let lattice =
+            sigil_providers::plugin::Lattice::new(&l.nats, &l.name, cluster, config.policy.clone());
+        // The actors loaded above take calls from the lattice; later ones join as loaded.
+        runtime
+            .join_lattice(lattice.clone(), &l.cluster_issuers)
+            .await
+            .map_err(|e| config.error_at(0, format!("cannot join lattice {}: {e}", l.name)))?;
+        builtins.lattice = Some(lattice);
     }
     for spec in &config.providers {
         let p = &spec.value;
@@ -178,7 +187,24 @@ pub async fn start_with(
         }
     };
 
+    let control = match (&config.lattice, &builtins.lattice) {
+        (Some(settings), Some(lattice)) => Some(
+            control::ControlServer::start(
+                runtime.clone(),
+                lattice.clone(),
+                &settings.cluster_issuers,
+                &config.name,
+                config.labels.clone(),
+                settings.heartbeat,
+            )
+            .await
+            .map_err(|e| config.error_at(0, format!("cannot serve the control interface: {e}")))?,
+        ),
+        _ => None,
+    };
+
     Ok(Running {
+        control,
         argo,
         argo_address,
         runtime,

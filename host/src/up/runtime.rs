@@ -1,7 +1,8 @@
 //! A running host: actors, providers, links, metrics, and graceful drain.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, OnceLock, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -11,6 +12,7 @@ use sigil_providers::{
 };
 use tokio::sync::{Notify, Semaphore};
 
+use super::lattice::ActorRouter;
 use super::metrics::Metrics;
 use crate::dispatch::RegistryDispatch;
 use crate::engine::{EngineConfig, InvocationError, LoadError};
@@ -95,6 +97,9 @@ pub struct HostStatus {
 /// asynchronously on the blocking pool with a bound on concurrency.
 pub struct Runtime {
     host: Arc<Host>,
+    router: Arc<ActorRouter>,
+    /// Per-actor limits on invocations at once, by public key (none: only the host's).
+    scales: RwLock<HashMap<String, (usize, Arc<Semaphore>)>>,
     registry: Arc<ProviderRegistry>,
     metrics: Arc<Metrics>,
     permits: Semaphore,
@@ -152,8 +157,10 @@ impl Runtime {
         });
         let registry = Arc::new(ProviderRegistry::new(gateway.clone()));
         let metrics = Arc::new(Metrics::new());
+        let router = Arc::new(ActorRouter::new());
         let dispatch = RegistryDispatch::new(registry.clone(), tokio::runtime::Handle::current())
-            .with_observer(metrics.clone());
+            .with_observer(metrics.clone())
+            .with_actor_calls(router.clone());
         let concurrency = usize::try_from(engine.max_instances).unwrap_or(256).max(1);
         let mut builder = Host::builder()
             .engine_config(engine)
@@ -165,6 +172,8 @@ impl Runtime {
         let host = builder.build()?;
         let runtime = Arc::new(Runtime {
             host: Arc::new(host),
+            router: router.clone(),
+            scales: RwLock::new(HashMap::new()),
             registry,
             metrics,
             permits: Semaphore::new(concurrency),
@@ -174,7 +183,125 @@ impl Runtime {
             started: Instant::now(),
         });
         let _ = gateway.runtime.set(Arc::downgrade(&runtime));
+        router.attach(&runtime);
         Ok(runtime)
+    }
+
+    /// The router of actors' calls to other actors, here and on the lattice.
+    pub fn actor_router(&self) -> &Arc<ActorRouter> {
+        &self.router
+    }
+
+    /// Joins `lattice`: actors on this host take calls from other hosts' actors, and
+    /// calls to actors this host does not run go to the lattice. `trusted` names other
+    /// cluster keys whose calls are accepted.
+    pub async fn join_lattice(
+        &self,
+        lattice: sigil_providers::plugin::Lattice,
+        trusted: &[String],
+    ) -> Result<(), String> {
+        self.router.join(lattice, trusted).await
+    }
+
+    /// Replaces a running actor with a newer signed revision (same public key, higher
+    /// `rev`) without dropping invocations: those running finish on the old revision.
+    pub async fn update_actor(&self, bytes: Vec<u8>) -> Result<Arc<Actor>, LoadError> {
+        let host = self.host.clone();
+        let (old, new) = tokio::task::spawn_blocking(move || host.update_actor(bytes))
+            .await
+            .map_err(|e| LoadError::Compile {
+                message: format!("the loading thread failed: {e}"),
+            })??;
+        if old.claims().call_alias() != new.claims().call_alias() {
+            self.router
+                .unserve_actor(old.subject(), old.claims().call_alias())
+                .await;
+        }
+        if let Err(e) = self.router.serve_actor(&new).await {
+            tracing::warn!(actor = new.name(), error = %e, "the actor takes no calls from the lattice");
+        }
+        Ok(new)
+    }
+
+    /// Stops an actor (by key, call alias or name): its links are removed, it takes no
+    /// new invocations, and those running finish.
+    pub async fn stop_actor(&self, target: &str) -> Result<Arc<Actor>, RuntimeError> {
+        let actor = self
+            .find_actor(target)
+            .ok_or_else(|| RuntimeError::NoSuchActor(target.to_string()))?;
+        self.router
+            .unserve_actor(actor.subject(), actor.claims().call_alias())
+            .await;
+        self.registry.remove_actor_links(actor.subject()).await;
+        self.host.remove_actor(actor.subject());
+        write(&self.scales).remove(actor.subject());
+        self.update_counts();
+        tracing::info!(
+            actor = actor.name(),
+            subject = actor.subject(),
+            "actor stopped"
+        );
+        Ok(actor)
+    }
+
+    /// Limits how many invocations of an actor run at once on this host (`0`: no limit
+    /// beyond the host's own).
+    pub fn scale_actor(&self, target: &str, max: usize) -> Result<(), RuntimeError> {
+        let actor = self
+            .find_actor(target)
+            .ok_or_else(|| RuntimeError::NoSuchActor(target.to_string()))?;
+        let mut scales = write(&self.scales);
+        if max == 0 {
+            scales.remove(actor.subject());
+        } else {
+            scales.insert(
+                actor.subject().to_string(),
+                (max, Arc::new(Semaphore::new(max))),
+            );
+        }
+        tracing::info!(actor = actor.name(), max, "actor scaled");
+        Ok(())
+    }
+
+    /// The limit [`Runtime::scale_actor`] set for an actor (by public key), if any.
+    pub fn actor_scale(&self, subject: &str) -> Option<usize> {
+        read(&self.scales).get(subject).map(|(max, _)| *max)
+    }
+
+    /// An actor by public key, call alias or name (a name must be unique on this host).
+    pub fn find_actor(&self, target: &str) -> Option<Arc<Actor>> {
+        self.host.actor(target).or_else(|| {
+            self.host
+                .actors()
+                .into_iter()
+                .find(|a| a.claims().call_alias() == Some(target))
+        })
+    }
+
+    /// Invokes an actor for another actor's call. It takes no concurrency permit: the
+    /// caller holds one and waits for this call, so waiting for a second permit could
+    /// deadlock a busy host. Calls nest at most `MAX_DEPTH` deep, which bounds the extra
+    /// instances.
+    pub async fn invoke_nested(
+        &self,
+        actor: &Arc<Actor>,
+        operation: &str,
+        payload: &[u8],
+    ) -> Result<Vec<u8>, RuntimeError> {
+        if self.draining.load(Ordering::SeqCst) {
+            self.metrics.refused();
+            return Err(RuntimeError::Draining);
+        }
+        let _in_flight = InFlight::enter(self);
+        let started = Instant::now();
+        let result = self
+            .host
+            .invoke_async(actor, operation, payload)
+            .await
+            .map_err(RuntimeError::from);
+        self.metrics
+            .invocation(actor.name(), operation, result.is_ok(), started.elapsed());
+        result
     }
 
     /// The host underneath.
@@ -200,6 +327,9 @@ impl Runtime {
             .map_err(|e| LoadError::Compile {
                 message: format!("the loading thread failed: {e}"),
             })??;
+        if let Err(e) = self.router.serve_actor(&actor).await {
+            tracing::warn!(actor = actor.name(), error = %e, "the actor takes no calls from the lattice");
+        }
         self.update_counts();
         Ok(actor)
     }
@@ -272,6 +402,17 @@ impl Runtime {
             .actor(actor)
             .ok_or_else(|| RuntimeError::NoSuchActor(actor.to_string()))?;
         let _in_flight = InFlight::enter(self);
+        let scale = read(&self.scales)
+            .get(actor.subject())
+            .map(|(_, s)| s.clone());
+        let _scaled = match scale {
+            Some(s) => Some(
+                s.acquire_owned()
+                    .await
+                    .map_err(|_| RuntimeError::Draining)?,
+            ),
+            None => None,
+        };
         let _permit = self
             .permits
             .acquire()
@@ -336,6 +477,8 @@ impl Runtime {
         {
             tracing::warn!("inbound providers did not stop within the drain timeout");
         }
+        // No new calls from the lattice: other hosts' actors find another host, if any.
+        self.router.leave().await;
         self.draining.store(true, Ordering::SeqCst);
         let left = loop {
             let notified = self.idle.notified();
@@ -362,4 +505,14 @@ impl Runtime {
         self.metrics
             .set_counts(self.host.actors().len(), self.registry.links().len());
     }
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -53,6 +53,7 @@ impl Backend {
                     bucket: settings.bucket.clone(),
                     ack_wait: settings.ack_wait,
                     pull_batch: settings.max_concurrent.clamp(1, 16),
+                    replicas: settings.replicas,
                     ..JetStreamOptions::default()
                 };
                 Backend::Nats(Box::new(

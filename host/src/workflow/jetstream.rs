@@ -46,6 +46,9 @@ pub struct JetStreamOptions {
     /// messages other hosts could run, nor let them wait in its buffer while their ack
     /// wait runs. Match it to the steps a host runs at once.
     pub pull_batch: usize,
+    /// Copies the server cluster keeps of the stream and of the bucket (1 to 5): 3 on a
+    /// three-node cluster lets them outlive one node. Applied when they are created.
+    pub replicas: usize,
 }
 
 impl Default for JetStreamOptions {
@@ -59,6 +62,7 @@ impl Default for JetStreamOptions {
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(5),
             pull_batch: 16,
+            replicas: 1,
         }
     }
 }
@@ -75,11 +79,16 @@ pub struct JetStreamBackend {
 
 impl JetStreamBackend {
     /// Connects to the server at `url` and makes sure the stream and the bucket exist.
+    /// `url` may list several servers of a cluster separated by commas
+    /// (`nats://a:4222,nats://b:4222`): the connection moves to another when one fails.
     pub async fn connect(url: &str, options: JetStreamOptions) -> Result<Self, BackendError> {
+        let servers = server_addrs(url)?;
+        // In the order given: a host lists its own node first and moves on only when it fails.
         let client = async_nats::ConnectOptions::new()
+            .retain_servers_order()
             .connection_timeout(options.connect_timeout)
             .request_timeout(Some(options.request_timeout))
-            .connect(url)
+            .connect(servers)
             .await
             .map_err(|err| unavailable(format!("connecting to {url}"), err))?;
         Self::from_client(client, options).await
@@ -102,6 +111,7 @@ impl JetStreamBackend {
                 retention: RetentionPolicy::WorkQueue,
                 storage: StorageType::File,
                 duplicate_window: options.duplicate_window,
+                num_replicas: options.replicas.max(1),
                 ..Default::default()
             },
         )
@@ -117,7 +127,12 @@ impl JetStreamBackend {
                 storage: StorageType::File,
                 allow_rollup: true,
                 deny_delete: true,
-                allow_direct: true,
+                // Direct gets may be answered by a replica that lags behind the leader,
+                // and a stale run read there could drop a step: with several replicas,
+                // reads go to the leader (nats-server 2.9 has no read-after-write for
+                // direct gets).
+                allow_direct: options.replicas <= 1,
+                num_replicas: options.replicas.max(1),
                 ..Default::default()
             },
         )
@@ -149,6 +164,26 @@ impl JetStreamBackend {
     fn subject(&self, route: &str) -> String {
         format!("{}.{route}", self.options.subject_prefix)
     }
+}
+
+/// The servers of a comma-separated list of URLs.
+fn server_addrs(url: &str) -> Result<Vec<async_nats::ServerAddr>, BackendError> {
+    let servers = url
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<async_nats::ServerAddr>()
+                .map_err(|err| unavailable(format!("the server address {s:?}"), err))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if servers.is_empty() {
+        return Err(unavailable(
+            format!("the server address {url:?}"),
+            "no server named",
+        ));
+    }
+    Ok(servers)
 }
 
 /// Gets the stream named in `config`, creating it when it does not exist; an existing stream
@@ -380,5 +415,19 @@ impl Delivery for JetStreamDelivery {
             .ack_with(AckKind::Progress)
             .await
             .map_err(|err| unavailable("extending a step message", err))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_url_may_list_several_servers() {
+        let servers = server_addrs("nats://127.0.0.1:4222, nats://127.0.0.1:4223,").unwrap();
+        let ports: Vec<u16> = servers.iter().map(async_nats::ServerAddr::port).collect();
+        assert_eq!(ports, [4222, 4223]);
+        assert_eq!(server_addrs("nats://127.0.0.1:4222").unwrap().len(), 1);
+        assert!(server_addrs(" , ").is_err());
     }
 }

@@ -159,6 +159,9 @@ enum Claim {
     Done,
     /// Nothing to do (the run is over, or the step will not run).
     Ignore,
+    /// The run says the step waits for others, yet its message exists, so this read is
+    /// behind the write that queued it (a replica that lags): read again later.
+    Early,
     /// A stale copy: the message was redelivered to another host, which runs the step.
     /// Neither acknowledged nor refused, so the newer delivery stays in force.
     Stale,
@@ -535,7 +538,9 @@ impl Scheduler {
         let mut decided = decide().await;
         // A run's first steps are queued just before it is stored: give the store a moment.
         let mut pause = Duration::ZERO;
-        while matches!(decided, Ok(None)) && pause <= UNKNOWN_RUN_WAIT {
+        while matches!(decided, Ok(None) | Ok(Some((Claim::Early, _, _))))
+            && pause <= UNKNOWN_RUN_WAIT
+        {
             if pause.is_zero() {
                 tokio::task::yield_now().await;
                 pause = Duration::from_millis(1);
@@ -559,10 +564,11 @@ impl Scheduler {
                 tracing::debug!(run = %msg.run, step = %msg.step, "stale delivery dropped");
                 return;
             }
-            Ok(None) => {
+            Ok(Some((Claim::Early, _, _))) | Ok(None) => {
                 // Its submitter may still be storing it (retrying while the store is
-                // away), or may have died after queueing: ask again later, and drop the
-                // message once the submitter would have given up.
+                // away), or may have died after queueing, or the read came from a copy
+                // that lags: ask again later, and drop the message once the submitter
+                // would have given up.
                 let grace = self.config.patience + UNKNOWN_RUN_RETRY * 4;
                 let deliveries = grace.as_secs() / UNKNOWN_RUN_RETRY.as_secs().max(1);
                 if delivered <= deliveries {
@@ -854,7 +860,8 @@ fn would_claim(run: &RunState, step: &str, token: &str, delivered: u64) -> (Clai
         StepStatus::Running if delivered <= s.delivery => (Claim::Stale, false),
         StepStatus::Queued | StepStatus::Retrying | StepStatus::Running => (Claim::Run, true),
         StepStatus::Succeeded | StepStatus::Failed => (Claim::Done, false),
-        StepStatus::Pending | StepStatus::Skipped | StepStatus::Cancelled => (Claim::Ignore, false),
+        StepStatus::Pending => (Claim::Early, false),
+        StepStatus::Skipped | StepStatus::Cancelled => (Claim::Ignore, false),
     }
 }
 

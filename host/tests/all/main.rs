@@ -9,12 +9,15 @@
 )]
 
 mod abi;
+mod actor_calls;
 mod asynchronous;
 mod cache;
 mod cli;
 mod common;
+mod control;
 mod gate;
 mod guests;
+mod lattice_cluster;
 mod limits;
 mod load;
 mod plugin;

@@ -22,6 +22,7 @@ pub const PROBE_CAPS: &[&str] = &[
     "blobstore",
     "httpclient",
     "httpserver",
+    "actor",
 ];
 
 pub fn unique(prefix: &str) -> String {

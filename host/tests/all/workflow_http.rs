@@ -63,7 +63,7 @@ path = "probe.wasm"
 }
 
 /// `sigil up` on `config`, with its module cache in `dir`.
-fn sigil_up(dir: &std::path::Path, config: &std::path::Path) -> Server {
+pub(crate) fn sigil_up(dir: &std::path::Path, config: &std::path::Path) -> Server {
     Server(
         Command::new(env!("CARGO_BIN_EXE_sigil"))
             .args(["up", "--config"])

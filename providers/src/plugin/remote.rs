@@ -14,8 +14,8 @@ use sigil_claims::{Policy, VerifiedProviderClaims};
 use tokio::task::JoinHandle;
 
 use super::wire::{
-    self, Envelope, ErrorKind, HEADER_ERROR, HEADER_INVOCATION, HEADER_RESPONSE, HealthResponse,
-    Hello, IdentifyRequest, IdentifyResponse, LinkMessage, RequestKind, Subjects, WIRE_VERSION,
+    self, Envelope, ErrorKind, HEADER_INVOCATION, HealthResponse, Hello, IdentifyRequest,
+    IdentifyResponse, LinkMessage, RequestKind, Subjects, WIRE_VERSION,
 };
 use crate::{ActorInvoker, Health, Invocation, Link, LinkKey, Provider, ProviderError};
 
@@ -319,37 +319,12 @@ impl Inner {
                 return Err(self.unavailable(describe_request_error(&e, &subject)));
             }
         };
-        let header = |name: &str| {
-            answer
-                .headers
-                .as_ref()
-                .and_then(|h| h.get(name))
-                .map(|v| v.as_str().to_string())
-        };
-        let error = header(HEADER_ERROR).map(|k| ErrorKind::parse(&k));
-        let signed_for = if error == Some(ErrorKind::Refused) {
-            // A refusal may come before the plugin read the envelope's ID.
-            ""
-        } else {
-            jti.as_str()
-        };
-        let check = wire::verify_response(
-            &verified.key,
-            signed_for,
-            &answer.payload,
-            error,
-            header(HEADER_RESPONSE).as_deref(),
-        );
-        if let Err(e) = check {
+        wire::open_answer(&answer, &jti, |_| Ok(&verified.key)).map_err(|e| {
             tracing::error!(plugin = %self.key, error = %e, "answer from the plugin refused");
-            return Err(ProviderError::Failed(format!(
+            ProviderError::Failed(format!(
                 "the answer from provider plugin {} was refused: {e}",
                 self.key
-            )));
-        }
-        Ok(match error {
-            None => Ok(answer.payload),
-            Some(kind) => Err((kind, String::from_utf8_lossy(&answer.payload).into_owned())),
+            ))
         })
     }
 
@@ -377,6 +352,7 @@ impl Inner {
             operation: String::new(),
             hash: wire::body_hash(&body),
             deadline_ms: deadline_ms(Instant::now() + wait),
+            depth: 0,
         };
         let subject = match kind {
             RequestKind::LinkPut => self.subjects.link_put(),
@@ -429,6 +405,7 @@ impl Inner {
             operation: call.operation.to_string(),
             hash: wire::body_hash(call.payload),
             deadline_ms: deadline_ms(now + wait),
+            depth: 0,
         };
         self.request(
             RequestKind::Invoke,

@@ -12,9 +12,8 @@ use nkeys::KeyPair;
 use sigil_claims::ProviderMetadata;
 
 use super::wire::{
-    self, EnvelopeVerifier, ErrorKind, HEADER_ERROR, HEADER_INVOCATION, HEADER_RESPONSE,
-    HealthResponse, Hello, IdentifyRequest, IdentifyResponse, LinkMessage, QUEUE_GROUP,
-    RequestKind, Subjects, WIRE_VERSION,
+    self, EnvelopeVerifier, ErrorKind, HEADER_INVOCATION, HealthResponse, Hello, IdentifyRequest,
+    IdentifyResponse, LinkMessage, QUEUE_GROUP, RequestKind, Subjects, WIRE_VERSION,
 };
 use crate::{ActorIdentity, ActorInvoker, Invocation, Provider};
 
@@ -275,26 +274,14 @@ impl Served {
 
     /// Answers with a signed error of `kind`.
     async fn refuse(&self, message: &async_nats::Message, jti: &str, kind: ErrorKind, text: &str) {
-        // A refusal is signed for no envelope: it may come before one could be read.
-        let jti = if kind == ErrorKind::Refused { "" } else { jti };
         let body = Bytes::copy_from_slice(text.as_bytes());
-        let mut headers = HeaderMap::new();
-        headers.insert(HEADER_ERROR, kind.as_str());
-        if let Ok(sig) = wire::sign_response(&self.key, jti, &body, Some(kind)) {
-            headers.insert(HEADER_RESPONSE, sig.as_str());
-        }
+        let headers = wire::answer_headers(&self.key, jti, &body, Some(kind), false);
         self.reply(message, headers, body).await;
     }
 
     async fn answer(&self, message: &async_nats::Message, jti: &str, body: Bytes) {
-        let mut headers = HeaderMap::new();
-        match wire::sign_response(&self.key, jti, &body, None) {
-            Ok(sig) => {
-                headers.insert(HEADER_RESPONSE, sig.as_str());
-                self.reply(message, headers, body).await;
-            }
-            Err(e) => self.refuse(message, jti, ErrorKind::Failed, &e).await,
-        }
+        let headers = wire::answer_headers(&self.key, jti, &body, None, false);
+        self.reply(message, headers, body).await;
     }
 
     fn envelope(&self, message: &async_nats::Message) -> Option<String> {

@@ -23,6 +23,11 @@ pub const HEADER_RESPONSE: &str = "Sigil-Response";
 /// Header: present on an error answer, naming its kind ([`ErrorKind`]); the body is the
 /// message.
 pub const HEADER_ERROR: &str = "Sigil-Error";
+/// Header: the cluster key (`C...`) that signed a host's answer to an actor call.
+pub const HEADER_SIGNER: &str = "Sigil-Signer";
+
+/// The queue group hosts join to serve actor calls, so one host answers each.
+pub const HOSTS_QUEUE_GROUP: &str = "sigil-hosts";
 
 /// The queue group every instance of a plugin joins for invocations, so replicas share
 /// the calls.
@@ -71,6 +76,21 @@ impl Subjects {
     }
 }
 
+/// Where hosts that run the actor `target` (its public key or call alias) take calls for
+/// it from actors on other hosts.
+pub fn actor_subject(lattice: &str, target: &str) -> String {
+    format!("sigil.{lattice}.actor.{target}")
+}
+
+/// Whether `text` can be one token of a NATS subject (a lattice name, an actor target).
+pub fn is_subject_token(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= 256
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
 /// Where a plugin announces that it (re)started, so hosts send it their links.
 pub fn hello_subject(lattice: &str) -> String {
     format!("sigil.{lattice}.prov.hello")
@@ -89,6 +109,12 @@ pub enum RequestKind {
     /// A link removed (`.link.del`).
     #[serde(rename = "link.del")]
     LinkDel,
+    /// An actor's call to an actor on another host (`sigil.<lattice>.actor.<target>`).
+    #[serde(rename = "actor.call")]
+    ActorCall,
+    /// An operator's command to hosts (`sigil.<lattice>.ctl.*`).
+    #[serde(rename = "control")]
+    Control,
 }
 
 /// The calling actor, as its verified claims state it.
@@ -146,6 +172,14 @@ pub struct Envelope {
     pub hash: String,
     /// When the caller stops waiting (Unix milliseconds).
     pub deadline_ms: u64,
+    /// For actor calls: how many calls deep this one is (1 for an actor called by an
+    /// actor that was not itself called).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub depth: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// The claims of an envelope token.
@@ -354,9 +388,28 @@ impl EnvelopeVerifier {
         })
     }
 
-    /// Checks `token` for a request of `kind` with `body`; answers its claims.
+    /// Whether `key` is one of the trusted cluster keys; answers it, for checking an
+    /// answer it signed.
+    pub fn trusted(&self, key: &str) -> Option<&KeyPair> {
+        self.trusted.get(key)
+    }
+
+    /// Checks `token` for a request of `kind` with `body`, addressed to this plugin;
+    /// answers its claims.
     pub fn verify(
         &self,
+        token: Option<&str>,
+        kind: RequestKind,
+        body: &[u8],
+    ) -> Result<EnvelopeClaims, String> {
+        self.verify_to(&self.own_key, token, kind, body)
+    }
+
+    /// [`EnvelopeVerifier::verify`] for a request addressed to `to` (an actor target, for
+    /// a host serving actor calls).
+    pub fn verify_to(
+        &self,
+        to: &str,
         token: Option<&str>,
         kind: RequestKind,
         body: &[u8],
@@ -394,10 +447,10 @@ impl EnvelopeVerifier {
         issuer
             .verify(input.as_bytes(), &sig)
             .map_err(|_| "the envelope's signature does not verify (forged or altered)")?;
-        if claims.sub != self.own_key {
+        if claims.sub != to {
             return Err(format!(
-                "the envelope is meant for {}, not this plugin ({})",
-                claims.sub, self.own_key
+                "the envelope is meant for {}, not {to}",
+                claims.sub
             ));
         }
         if claims.sigil.v != WIRE_VERSION {
@@ -483,4 +536,66 @@ pub fn verify_response(
     plugin
         .verify(response_input(jti, body, error).as_bytes(), &sig)
         .map_err(|_| "the answer's signature does not verify (not from the plugin)".to_string())
+}
+
+/// What a signed answer said: its body, or its error kind and message.
+pub type Answer = Result<bytes::Bytes, (ErrorKind, String)>;
+
+/// The headers of an answer to the envelope `jti`: the signature by `key` over the ID, the
+/// body and the outcome (a refusal is signed for no ID, as it may come before the
+/// envelope could be read), the error kind when it is one, and, when `name_signer`, the
+/// signer's public key (hosts do; a plugin's key is known).
+pub fn answer_headers(
+    key: &KeyPair,
+    jti: &str,
+    body: &[u8],
+    error: Option<ErrorKind>,
+    name_signer: bool,
+) -> async_nats::HeaderMap {
+    let jti = if error == Some(ErrorKind::Refused) {
+        ""
+    } else {
+        jti
+    };
+    let mut headers = async_nats::HeaderMap::new();
+    match sign_response(key, jti, body, error) {
+        Ok(sig) => headers.insert(HEADER_RESPONSE, sig.as_str()),
+        Err(e) => tracing::error!(error = %e, "cannot sign an answer"),
+    }
+    if name_signer {
+        headers.insert(HEADER_SIGNER, key.public_key().as_str());
+    }
+    if let Some(kind) = error {
+        headers.insert(HEADER_ERROR, kind.as_str());
+    }
+    headers
+}
+
+/// Checks the signature of an answer to the envelope `jti`; `signer` picks the key to
+/// check it with, given the answer's `Sigil-Signer` header, if any. An answer that is
+/// not signed by that key is an `Err`; a signed error answer is `Ok(Err(..))`.
+pub fn open_answer<'k>(
+    message: &async_nats::Message,
+    jti: &str,
+    signer: impl FnOnce(Option<&str>) -> Result<&'k KeyPair, String>,
+) -> Result<Answer, String> {
+    let header = |name: &str| {
+        message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(name))
+            .map(|v| v.as_str())
+    };
+    let error = header(HEADER_ERROR).map(ErrorKind::parse);
+    let key = signer(header(HEADER_SIGNER))?;
+    let jti = if error == Some(ErrorKind::Refused) {
+        ""
+    } else {
+        jti
+    };
+    verify_response(key, jti, &message.payload, error, header(HEADER_RESPONSE))?;
+    Ok(match error {
+        None => Ok(message.payload.clone()),
+        Some(kind) => Err((kind, String::from_utf8_lossy(&message.payload).into_owned())),
+    })
 }

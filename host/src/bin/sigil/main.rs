@@ -3,6 +3,7 @@
 //! Exit codes: 0 success; 1 the actor or module was refused or failed (verification, limits,
 //! traps, actor errors); 2 usage, configuration or I/O errors.
 
+mod lattice;
 mod workflow;
 
 use std::io::{IsTerminal, Read, Write};
@@ -46,6 +47,10 @@ enum Command {
     /// the lattice (see docs/provider-plugins.md).
     #[command(subcommand)]
     Provider(ProviderCommand),
+    /// Steer the hosts of a lattice over NATS: list them, start, update, scale and stop
+    /// actors, change links, watch events.
+    #[command(subcommand)]
+    Lattice(lattice::LatticeCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -231,6 +236,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Up(args) => up(&args),
         Command::Workflow(command) => workflow::workflow(command, default_cache_dir()),
         Command::Provider(ProviderCommand::Run(args)) => provider_run(&args),
+        Command::Lattice(command) => lattice::lattice(command),
     }
 }
 

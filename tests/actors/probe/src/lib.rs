@@ -1,8 +1,10 @@
 //! Drives the capability providers from inside a sandbox, one operation per provider
 //! call, so the host's tests can check what an actor can and cannot reach.
 //!
-//! Over HTTP (`HandleRequest`): `GET /kv/<key>` increments and answers the count;
+//! `call` calls another actor (`sigil:actor`) with a key-value request and answers its
+//! response. Over HTTP (`HandleRequest`): `GET /kv/<key>` increments and answers the count;
 //! `GET /fetch?<url>` fetches `url` through the HTTP client and answers its body;
+//! `GET /call/<target>/<key>[/<value>]` gets (or sets) a key through another actor;
 //! anything else echoes the path. Messages (`HandleMessage`) are recorded in key-value
 //! under `last-message`.
 
@@ -17,11 +19,12 @@ sigil_actor::actor! {
     "blob_put" => blob_put,
     "blob_get" => blob_get,
     "fetch" => fetch,
+    "call" => call_actor,
     "HandleRequest" => handle_request,
     "HandleMessage" => handle_message,
 }
 
-#[derive(Deserialize)]
+#[derive(Serialize, Deserialize)]
 struct Kv {
     key: String,
     #[serde(default)]
@@ -45,6 +48,18 @@ struct Blob {
     body: String,
 }
 
+/// A call to another actor's `operation` with a key-value request; `call` forwards this
+/// same request, so an actor told to call itself with `call` recurses.
+#[derive(Serialize, Deserialize)]
+struct CallActor {
+    target: String,
+    operation: String,
+    #[serde(default)]
+    key: String,
+    #[serde(default)]
+    value: String,
+}
+
 #[derive(Deserialize)]
 struct Fetch {
     url: String,
@@ -66,6 +81,21 @@ fn kv_get(r: Kv) -> HandlerResult<Option<String>> {
 
 fn kv_incr(r: Kv) -> HandlerResult<i64> {
     Ok(KeyValue::new().increment(&r.key, 1)?)
+}
+
+fn call_actor(r: CallActor) -> HandlerResult<Option<String>> {
+    if r.operation == "call" {
+        return Ok(sigil_actor::actors::call(&r.target, "call", &r)?);
+    }
+    let request = Kv {
+        key: r.key,
+        value: r.value,
+    };
+    Ok(sigil_actor::actors::call(
+        &r.target,
+        &r.operation,
+        &request,
+    )?)
 }
 
 fn publish(r: Publish) -> HandlerResult<()> {
@@ -103,6 +133,26 @@ fn handle_request(request: HttpRequest) -> HandlerResult<HttpResponse> {
     if let Some(key) = request.path.strip_prefix("/kv/") {
         let n = KeyValue::new().increment(key, 1)?;
         return Ok(HttpResponse::ok(n.to_string()));
+    }
+    // /call/<target>/<key>[/<value>]: get (or set) a key of another actor, through it.
+    if let Some(rest) = request.path.strip_prefix("/call/") {
+        let parts: Vec<&str> = rest.split('/').collect();
+        let (target, key, value) = match parts.as_slice() {
+            [target, key] => (*target, *key, None),
+            [target, key, value] => (*target, *key, Some(*value)),
+            _ => return Ok(HttpResponse::new(400).with_body("/call/<target>/<key>[/<value>]")),
+        };
+        let request = Kv {
+            key: key.to_string(),
+            value: value.unwrap_or_default().to_string(),
+        };
+        let operation = if value.is_some() { "kv_set" } else { "kv_get" };
+        let answer: Option<String> = sigil_actor::actors::call(target, operation, &request)?;
+        let body = match value {
+            Some(_) => "stored".to_string(),
+            None => answer.unwrap_or_default(),
+        };
+        return Ok(HttpResponse::ok(body));
     }
     if request.path == "/fetch" {
         let upstream = HttpClient::new().get(&request.query)?;
