@@ -17,7 +17,6 @@ use sigil_host::workflow::scheduler::{Scheduler, SchedulerConfig};
 use sigil_host::workflow::spec::Workflow;
 use sigil_host::workflow::state::{RunStatus, StepStatus};
 
-use crate::common::*;
 use crate::providers::{Server, spare_port, wait_for_port};
 use crate::workflow::routes;
 
@@ -132,35 +131,7 @@ impl Drop for Logs {
     }
 }
 
-/// Writes the signed probe and a host configuration; starts `sigil up` and waits for it.
-fn start_host(dir: &Path, name: &str, workflows: &str) -> Server {
-    let wasm = dir.join("probe.wasm");
-    if !wasm.exists() {
-        std::fs::write(&wasm, sign(&probe(), "probe", &[]).bytes).unwrap();
-    }
-    let admin = spare_port();
-    let config = dir.join(format!("{name}.toml"));
-    std::fs::write(
-        &config,
-        format!(
-            "[host]\nname = \"{name}\"\nadmin_address = \"127.0.0.1:{admin}\"\ndrain_timeout = \"2s\"\n\n[[actors]]\npath = \"probe.wasm\"\n\n{workflows}"
-        ),
-    )
-    .unwrap();
-    let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_sigil"))
-        .args(["up", "--config"])
-        .arg(&config)
-        .env("SIGIL_CACHE_DIR", dir.join("cache"))
-        .env("SIGIL_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let server = Server(child);
-    wait_for_port(admin);
-    server
-}
+use crate::workflow_hosts::start_host;
 
 const WORKFLOW: &str = r#"
 version: 1

@@ -180,18 +180,18 @@ pub(crate) async fn raw_invoke(
 }
 
 /// Sends a raw request, with an envelope `token` if given, to `subject`; answers the
-/// error kind and text.
-pub(crate) async fn raw_request(
+/// whole reply.
+pub(crate) async fn raw_message(
     client: &async_nats::Client,
     subject: String,
     token: Option<&str>,
     body: &[u8],
-) -> (Option<String>, String) {
+) -> async_nats::Message {
     let mut headers = HeaderMap::new();
     if let Some(t) = token {
         headers.insert(HEADER_INVOCATION, t);
     }
-    let answer = client
+    client
         .send_request(
             subject,
             async_nats::Request::new()
@@ -200,7 +200,17 @@ pub(crate) async fn raw_request(
                 .timeout(Some(Duration::from_secs(5))),
         )
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// [`raw_message`], answering the error kind and text.
+pub(crate) async fn raw_request(
+    client: &async_nats::Client,
+    subject: String,
+    token: Option<&str>,
+    body: &[u8],
+) -> (Option<String>, String) {
+    let answer = raw_message(client, subject, token, body).await;
     let kind = answer
         .headers
         .as_ref()

@@ -8,15 +8,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use async_nats::HeaderMap;
 use serde_json::json;
 use sigil_claims::{KeyPair, Policy};
 use sigil_providers::LinkConfig;
 use sigil_providers::plugin::wire::{
-    self, ErrorKind, HEADER_ERROR, HEADER_INVOCATION, HEADER_RESPONSE, LinkMessage, RequestKind,
-    Subjects,
+    self, ErrorKind, HEADER_ERROR, HEADER_RESPONSE, LinkMessage, RequestKind, Subjects,
 };
 
+use crate::plugin::raw_message as request;
 use crate::plugin::{NATS, Plugin, Setup, envelope, identity, raw_invoke, setup, wait_ready};
 use crate::providers::{call, link};
 
@@ -66,29 +65,6 @@ fn start_python_plugin(s: &Setup) -> Plugin {
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start python3 {SCRIPT}: {e}"));
     Plugin(child)
-}
-
-/// Sends a raw request with an optional envelope; answers the whole reply.
-async fn request(
-    client: &async_nats::Client,
-    subject: String,
-    token: Option<&str>,
-    body: &[u8],
-) -> async_nats::Message {
-    let mut headers = HeaderMap::new();
-    if let Some(t) = token {
-        headers.insert(HEADER_INVOCATION, t);
-    }
-    client
-        .send_request(
-            subject,
-            async_nats::Request::new()
-                .headers(headers)
-                .payload(body.to_vec().into())
-                .timeout(Some(Duration::from_secs(5))),
-        )
-        .await
-        .unwrap()
 }
 
 fn header(answer: &async_nats::Message, name: &str) -> Option<String> {

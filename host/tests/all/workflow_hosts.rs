@@ -64,8 +64,9 @@ impl Names {
     }
 }
 
-/// Writes the signed probe and a host configuration; starts `sigil up` and waits for it.
-fn start_host(dir: &Path, name: &str, extra: &str) -> Server {
+/// Writes the signed probe and a host configuration; starts `sigil up` (its log in
+/// `dir/<name>.log`) and waits for it.
+pub(crate) fn start_host(dir: &Path, name: &str, extra: &str) -> Server {
     let probe = dir.join("probe.wasm");
     if !probe.exists() {
         std::fs::write(&probe, sign(&probe_wasm(), "probe", &[]).bytes).unwrap();
@@ -85,7 +86,7 @@ fn start_host(dir: &Path, name: &str, extra: &str) -> Server {
         .env("SIGIL_CACHE_DIR", dir.join("cache"))
         .env("SIGIL_LOG", "warn")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(dir.join(format!("{name}.log"))).unwrap())
         .spawn()
         .unwrap();
     let server = Server(child);
