@@ -1059,4 +1059,54 @@ config = { prefix = "c:", allow = ["a", "b"], n = 3 }
         let e = parse("[host\n").unwrap_err();
         assert_eq!(e.line, 1);
     }
+
+    #[test]
+    fn the_lattice_section_is_checked() {
+        let cluster = nkeys::KeyPair::new_cluster();
+        let seed = cluster.seed().unwrap();
+        let c = parse(&format!(
+            "[lattice]\nname = \"prod\"\ncluster_seed = \"{seed}\"\nheartbeat = \"5s\"\n\
+             cluster_issuers = [\"{}\"]\n",
+            cluster.public_key()
+        ))
+        .unwrap();
+        let l = c.lattice.unwrap();
+        assert_eq!(
+            (l.name.as_str(), l.nats.as_str(), l.heartbeat),
+            ("prod", "nats://127.0.0.1:4222", Duration::from_secs(5))
+        );
+
+        let e = parse("[lattice]\nname = \"prod\"\n").unwrap_err();
+        assert_eq!(e.line, 1);
+        assert!(e.message.contains("cluster_seed_file"), "{e}");
+        let account = nkeys::KeyPair::new_account().seed().unwrap();
+        let e = parse(&format!("[lattice]\ncluster_seed = \"{account}\"\n")).unwrap_err();
+        assert!(e.message.contains("not a cluster seed"), "{e}");
+        assert!(
+            !e.message.contains(&account),
+            "the seed must not be shown: {e}"
+        );
+        let e = parse("[lattice]\ncluster_seed_file = \"missing.nk\"\n").unwrap_err();
+        assert!(e.message.contains("missing.nk"), "{e}");
+        let e = parse(&format!(
+            "[lattice]\nname = \"a.b\"\ncluster_seed = \"{seed}\"\n"
+        ))
+        .unwrap_err();
+        assert!(e.message.contains("letters, digits"), "{e}");
+        let e = parse(&format!(
+            "[lattice]\ncluster_seed = \"{seed}\"\ncluster_issuers = [\"AXYZ\"]\n"
+        ))
+        .unwrap_err();
+        assert!(e.message.contains("not a cluster public key"), "{e}");
+        let e = parse(&format!(
+            "[lattice]\ncluster_seed = \"{seed}\"\n\nheartbeat = \"often\"\n"
+        ))
+        .unwrap_err();
+        assert_eq!(e.line, 4);
+
+        // A plugin needs the lattice; its own settings are checked when it is created.
+        let e = parse("[[providers]]\nname = \"kv\"\nkind = \"plugin\"\n").unwrap_err();
+        assert_eq!(e.line, 3);
+        assert!(e.message.contains("[lattice]"), "{e}");
+    }
 }

@@ -493,3 +493,59 @@ provider = "kv"
         (200, r#"{"counter":"visits","count":2}"#.to_string())
     );
 }
+
+#[test]
+fn a_plugin_with_missing_or_mismatched_identity_refuses_to_start() {
+    let run = |env: &[(&str, String)], args: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sigil"));
+        cmd.args(["provider", "run"]).args(args);
+        for var in [
+            "SIGIL_PROVIDER_SEED",
+            "SIGIL_PROVIDER_SEED_FILE",
+            "SIGIL_PROVIDER_CLAIMS",
+            "SIGIL_CLUSTER_ISSUERS",
+        ] {
+            cmd.env_remove(var);
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = run(&[], &["keyvalue-memory"]);
+    assert!(err.contains("SIGIL_PROVIDER_SEED"), "{err}");
+    let err = run(&[], &["keyvalue-memory", "--config", "prefix"]);
+    assert!(err.contains("not KEY=VALUE"), "{err}");
+    let err = run(&[], &["plugin"]);
+    assert!(err.contains("built-in kind"), "{err}");
+
+    // Claims for another key, or for another contract.
+    let who = identity("keyvalue");
+    let other = keys::generate(KeyKind::Service);
+    let cluster = keys::generate(KeyKind::Cluster).public_key();
+    let env = |seed: String, claims: &str| {
+        vec![
+            ("SIGIL_PROVIDER_SEED", seed),
+            ("SIGIL_PROVIDER_CLAIMS", claims.to_string()),
+            ("SIGIL_CLUSTER_ISSUERS", cluster.clone()),
+        ]
+    };
+    let err = run(
+        &env(other.seed().unwrap(), &who.claims),
+        &["keyvalue-memory"],
+    );
+    assert!(err.contains("the provider claims are for"), "{err}");
+    let blobs = identity("blobstore");
+    let err = run(
+        &env(blobs.key.seed().unwrap(), &blobs.claims),
+        &["keyvalue-memory"],
+    );
+    assert!(err.contains("wasmcloud:blobstore"), "{err}");
+    // A trusted host key that is not a cluster key.
+    let mut bad = env(who.key.seed().unwrap(), &who.claims);
+    bad[2].1 = keys::generate(KeyKind::Account).public_key();
+    let err = run(&bad, &["keyvalue-memory"]);
+    assert!(err.contains("not a cluster public key"), "{err}");
+}

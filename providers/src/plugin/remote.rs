@@ -571,3 +571,46 @@ fn rand_bytes() -> [u8; 32] {
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::LinkConfig;
+
+    fn lattice() -> Lattice {
+        Lattice::new(
+            "nats://127.0.0.1:1",
+            "t",
+            KeyPair::new_cluster(),
+            Policy::new(),
+        )
+    }
+
+    #[test]
+    fn a_plugin_instance_names_a_service_key_and_a_contract() {
+        let key = KeyPair::new_service().public_key();
+        let ok = LinkConfig::new()
+            .with("key", &key)
+            .with("contract", "keyvalue");
+        let p = RemoteProvider::from_config(lattice(), &ok).unwrap();
+        assert_eq!(p.contract_id(), "wasmcloud:keyvalue");
+        assert_eq!(p.key(), key);
+
+        let account = KeyPair::new_account().public_key();
+        let e = RemoteProvider::from_config(
+            lattice(),
+            &LinkConfig::new()
+                .with("key", &account)
+                .with("contract", "keyvalue"),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("start with V"), "{e}");
+        let e = RemoteProvider::from_config(lattice(), &LinkConfig::new().with("key", &key))
+            .unwrap_err();
+        assert!(e.to_string().contains("contract"), "{e}");
+        let e =
+            RemoteProvider::from_config(lattice(), &ok.clone().with("timout", "1s")).unwrap_err();
+        assert!(e.to_string().contains("timout"), "{e}");
+    }
+}
