@@ -212,32 +212,24 @@ fn benches(c: &mut Criterion) {
                 }))
             })
         });
-        group.bench_function("through_actor", |b| {
-            b.iter_custom(|n| {
-                let runtime = runtime.clone();
-                let incr = incr.clone();
-                rt.block_on(concurrent(in_flight, n, move || {
-                    let runtime = runtime.clone();
+        for (name, host) in [
+            ("through_actor", &runtime),
+            ("through_actor_and_plugin", &through_plugin),
+        ] {
+            group.bench_function(name, |b| {
+                b.iter_custom(|n| {
+                    let runtime = host.clone();
                     let incr = incr.clone();
-                    async move {
-                        runtime.invoke("probe", "kv_incr", incr).await.unwrap();
-                    }
-                }))
-            })
-        });
-        group.bench_function("through_actor_and_plugin", |b| {
-            b.iter_custom(|n| {
-                let runtime = through_plugin.clone();
-                let incr = incr.clone();
-                rt.block_on(concurrent(in_flight, n, move || {
-                    let runtime = runtime.clone();
-                    let incr = incr.clone();
-                    async move {
-                        runtime.invoke("probe", "kv_incr", incr).await.unwrap();
-                    }
-                }))
-            })
-        });
+                    rt.block_on(concurrent(in_flight, n, move || {
+                        let runtime = runtime.clone();
+                        let incr = incr.clone();
+                        async move {
+                            runtime.invoke("probe", "kv_incr", incr).await.unwrap();
+                        }
+                    }))
+                })
+            });
+        }
         group.finish();
     }
     rt.block_on(runtime.shutdown(Duration::from_secs(5)));

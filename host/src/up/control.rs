@@ -237,15 +237,7 @@ impl ControlServer {
             started: Instant::now(),
             lattice,
         });
-        let subscribe = |subject: String| {
-            let client = client.clone();
-            async move {
-                client
-                    .subscribe(subject.clone())
-                    .await
-                    .map_err(|e| format!("cannot subscribe to {subject}: {e}"))
-            }
-        };
+        let subscribe = |subject| wire::subscribe(&client, subject, None);
         let mut hosts = subscribe(hosts_subject(&inner.lattice.name)).await?;
         let mut commands = subscribe(host_subject(&inner.lattice.name, &inner.id)).await?;
         let mut tasks = Vec::new();

@@ -127,11 +127,8 @@ impl ActorRouter {
             if lock(&calls.serving).contains_key(&subject) {
                 continue;
             }
-            let mut requests = calls
-                .client
-                .queue_subscribe(subject.clone(), HOSTS_QUEUE_GROUP.to_string())
-                .await
-                .map_err(|e| format!("cannot subscribe to {subject}: {e}"))?;
+            let mut requests =
+                wire::subscribe(&calls.client, subject.clone(), Some(HOSTS_QUEUE_GROUP)).await?;
             let (calls2, runtime, target2) =
                 (calls.clone(), self.runtime.get().cloned(), target.clone());
             let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();

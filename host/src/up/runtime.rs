@@ -187,11 +187,6 @@ impl Runtime {
         Ok(runtime)
     }
 
-    /// The router of actors' calls to other actors, here and on the lattice.
-    pub fn actor_router(&self) -> &Arc<ActorRouter> {
-        &self.router
-    }
-
     /// Joins `lattice`: actors on this host take calls from other hosts' actors, and
     /// calls to actors this host does not run go to the lattice. `trusted` names other
     /// cluster keys whose calls are accepted.
@@ -206,12 +201,7 @@ impl Runtime {
     /// Replaces a running actor with a newer signed revision (same public key, higher
     /// `rev`) without dropping invocations: those running finish on the old revision.
     pub async fn update_actor(&self, bytes: Vec<u8>) -> Result<Arc<Actor>, LoadError> {
-        let host = self.host.clone();
-        let (old, new) = tokio::task::spawn_blocking(move || host.update_actor(bytes))
-            .await
-            .map_err(|e| LoadError::Compile {
-                message: format!("the loading thread failed: {e}"),
-            })??;
+        let (old, new) = self.on_blocking_pool(|h| h.update_actor(bytes)).await?;
         if old.claims().call_alias() != new.claims().call_alias() {
             self.router
                 .unserve_actor(old.subject(), old.claims().call_alias())
@@ -288,11 +278,28 @@ impl Runtime {
         operation: &str,
         payload: &[u8],
     ) -> Result<Vec<u8>, RuntimeError> {
+        self.refuse_when_draining()?;
+        let _in_flight = InFlight::enter(self);
+        self.run(actor, operation, payload).await
+    }
+
+    fn refuse_when_draining(&self) -> Result<(), RuntimeError> {
         if self.draining.load(Ordering::SeqCst) {
             self.metrics.refused();
             return Err(RuntimeError::Draining);
         }
-        let _in_flight = InFlight::enter(self);
+        Ok(())
+    }
+
+    /// Runs one invocation on the calling task and counts it: the engine yields at every
+    /// epoch tick and host calls await their providers, so no thread is blocked and no
+    /// hand-off is paid.
+    async fn run(
+        &self,
+        actor: &Actor,
+        operation: &str,
+        payload: &[u8],
+    ) -> Result<Vec<u8>, RuntimeError> {
         let started = Instant::now();
         let result = self
             .host
@@ -319,14 +326,23 @@ impl Runtime {
         &self.metrics
     }
 
-    /// Verifies, compiles and loads an actor (on the blocking pool: compiling takes time).
-    pub async fn load_actor(&self, bytes: Vec<u8>) -> Result<Arc<Actor>, LoadError> {
+    /// Runs `load` (verifying and compiling a module, which takes time) on the blocking
+    /// pool.
+    async fn on_blocking_pool<T: Send + 'static>(
+        &self,
+        load: impl FnOnce(&Host) -> Result<T, LoadError> + Send + 'static,
+    ) -> Result<T, LoadError> {
         let host = self.host.clone();
-        let actor = tokio::task::spawn_blocking(move || host.load_actor(bytes))
+        tokio::task::spawn_blocking(move || load(&host))
             .await
             .map_err(|e| LoadError::Compile {
                 message: format!("the loading thread failed: {e}"),
-            })??;
+            })?
+    }
+
+    /// Verifies, compiles and loads an actor (on the blocking pool: compiling takes time).
+    pub async fn load_actor(&self, bytes: Vec<u8>) -> Result<Arc<Actor>, LoadError> {
+        let actor = self.on_blocking_pool(|h| h.load_actor(bytes)).await?;
         if let Err(e) = self.router.serve_actor(&actor).await {
             tracing::warn!(actor = actor.name(), error = %e, "the actor takes no calls from the lattice");
         }
@@ -393,10 +409,7 @@ impl Runtime {
         operation: &str,
         payload: Vec<u8>,
     ) -> Result<Vec<u8>, RuntimeError> {
-        if self.draining.load(Ordering::SeqCst) {
-            self.metrics.refused();
-            return Err(RuntimeError::Draining);
-        }
+        self.refuse_when_draining()?;
         let actor = self
             .host
             .actor(actor)
@@ -418,17 +431,7 @@ impl Runtime {
             .acquire()
             .await
             .map_err(|_| RuntimeError::Draining)?;
-        let started = Instant::now();
-        // On this task: the engine yields at every epoch tick and host calls await their
-        // providers, so no thread is blocked and no hand-off is paid.
-        let result = self
-            .host
-            .invoke_async(&actor, operation, &payload)
-            .await
-            .map_err(RuntimeError::from);
-        self.metrics
-            .invocation(actor.name(), operation, result.is_ok(), started.elapsed());
-        result
+        self.run(&actor, operation, &payload).await
     }
 
     /// Health and inventory.

@@ -167,24 +167,8 @@ pub async fn serve_until(
         .await
         .map_err(|e| format!("the provider did not start: {e}"))?;
     let subjects = Subjects::new(&config.lattice, &me);
-    let subscribe = |subject: String| {
-        let client = client.clone();
-        async move {
-            client
-                .subscribe(subject.clone())
-                .await
-                .map_err(|e| format!("cannot subscribe to {subject}: {e}"))
-        }
-    };
-    let queue = |subject: String| {
-        let client = client.clone();
-        async move {
-            client
-                .queue_subscribe(subject.clone(), QUEUE_GROUP.to_string())
-                .await
-                .map_err(|e| format!("cannot subscribe to {subject}: {e}"))
-        }
-    };
+    let subscribe = |subject| wire::subscribe(&client, subject, None);
+    let queue = |subject| wire::subscribe(&client, subject, Some(QUEUE_GROUP));
     let mut identify = subscribe(subjects.identify()).await?;
     let mut link_put = subscribe(subjects.link_put()).await?;
     let mut link_del = subscribe(subjects.link_del()).await?;

@@ -599,3 +599,21 @@ pub fn open_answer<'k>(
         Some(kind) => Err((kind, String::from_utf8_lossy(&message.payload).into_owned())),
     })
 }
+
+/// Subscribes to `subject`, in queue group `queue` when given, with an error that names
+/// the subject.
+pub async fn subscribe(
+    client: &async_nats::Client,
+    subject: String,
+    queue: Option<&str>,
+) -> Result<async_nats::Subscriber, String> {
+    let subscribed = match queue {
+        Some(group) => {
+            client
+                .queue_subscribe(subject.clone(), group.to_string())
+                .await
+        }
+        None => client.subscribe(subject.clone()).await,
+    };
+    subscribed.map_err(|e| format!("cannot subscribe to {subject}: {e}"))
+}
