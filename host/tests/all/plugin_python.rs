@@ -1,11 +1,12 @@
 //! The key-value provider plugin written in Python (`examples/plugins/python`), reached by
 //! signed actors through a host: the plugin wire format is language-neutral. Its keys are
 //! kept apart per actor, its errors reach the actor, unsigned and altered invocations are
-//! refused with signed refusals, and it stops cleanly on SIGTERM. Needs `python3` with the
-//! packages of `examples/plugins/python/requirements.txt`: without them these tests fail.
+//! refused with signed refusals, and it stops cleanly on SIGTERM. Needs only `python3`: the
+//! plugin's packages are installed into the tests' own environment (`target/py`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -26,32 +27,31 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// Fails, never skips, when python3 or the plugin's packages are missing.
-fn require_python() {
-    let checked = Command::new("python3")
-        .args(["-c", "import nats, nkeys, nacl.signing, msgpack"])
-        .output();
-    match checked {
-        Ok(out) if out.status.success() => {}
-        Ok(out) => panic!(
-            "the Python plugin's packages are missing ({}): run `python3 -m pip install -r \
-             {REQUIREMENTS}`",
-            String::from_utf8_lossy(&out.stderr)
-                .lines()
-                .last()
-                .unwrap_or("no error text")
-        ),
-        Err(e) => panic!(
-            "cannot run python3 ({e}): install Python 3.11 or later, then `python3 -m pip \
-             install -r {REQUIREMENTS}`"
-        ),
-    }
+/// The Python that runs the plugin: the tests' own environment (`target/py`), which
+/// `.ci/python-tools` makes from `REQUIREMENTS` on first use. Fails, never skips, when it
+/// cannot be made.
+fn python() -> &'static Path {
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    PYTHON.get_or_init(|| {
+        let script = repo().join(".ci/python-tools");
+        let out = Command::new("bash")
+            .arg(&script)
+            .stderr(Stdio::inherit())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+        assert!(
+            out.status.success(),
+            "{} could not make the Python environment with {REQUIREMENTS} (its error is above)",
+            script.display()
+        );
+        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("bin/python")
+    })
 }
 
-/// `python3 examples/plugins/python/kv_plugin.py`, from the repository root, configured
-/// like any plugin through the environment.
+/// `python examples/plugins/python/kv_plugin.py` in the tests' Python environment, from
+/// the repository root, configured like any plugin through the environment.
 fn start_python_plugin(s: &Setup) -> Plugin {
-    let child = Command::new("python3")
+    let child = Command::new(python())
         .arg(SCRIPT)
         .current_dir(repo())
         .env("SIGIL_NATS_URL", NATS)
@@ -63,7 +63,7 @@ fn start_python_plugin(s: &Setup) -> Plugin {
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot start python3 {SCRIPT}: {e}"));
+        .unwrap_or_else(|e| panic!("cannot start {} {SCRIPT}: {e}", python().display()));
     Plugin(child)
 }
 
@@ -77,7 +77,6 @@ fn header(answer: &async_nats::Message, name: &str) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signed_actors_use_the_python_key_value_plugin_each_in_its_own_space() {
-    require_python();
     let s = setup(identity("keyvalue"), Policy::new()).await;
     let _plugin = start_python_plugin(&s);
     wait_ready(&s.client, &s.lattice, &s.who.key.public_key()).await;
@@ -121,7 +120,6 @@ async fn signed_actors_use_the_python_key_value_plugin_each_in_its_own_space() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_python_plugin_refuses_unsigned_and_altered_invocations_and_stops_on_sigterm() {
-    require_python();
     let s = setup(identity("keyvalue"), Policy::new()).await;
     let mut plugin = start_python_plugin(&s);
     let me = s.who.key.public_key();

@@ -1,5 +1,6 @@
 //! Tests of the blobstore providers, on a local directory and on a real S3-compatible
-//! server (`moto_server`; `.ci/start-s3` starts one, `SIGIL_TEST_S3` names it).
+//! server (`moto_server` from the tests' own Python environment; `.ci/start-s3` starts one,
+//! `SIGIL_TEST_S3` names it).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -15,7 +16,7 @@ use sigil_actor::contracts::{decode, encode};
 use sigil_providers::blobstore::BlobStore;
 use sigil_providers::{ActorIdentity, Invocation, Link, LinkConfig, Provider, ProviderError};
 
-use crate::support::{actor, deadline, link, spare_port, wait_for_port};
+use crate::support::{actor, deadline, link, python_tools, spare_port, wait_for_port};
 
 const MIB: usize = 1 << 20;
 
@@ -840,13 +841,14 @@ struct Moto {
 impl Moto {
     fn start(port: u16) -> Moto {
         use std::os::unix::process::CommandExt;
-        let child = Command::new("moto_server")
+        let moto = python_tools().join("bin/moto_server");
+        let child = Command::new(&moto)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .process_group(0)
             .spawn()
-            .expect("moto_server is not installed; see .ci/start-s3");
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", moto.display()));
         wait_for_port(
             SocketAddr::from(([127, 0, 0, 1], port)),
             Duration::from_secs(30),

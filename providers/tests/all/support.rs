@@ -111,3 +111,22 @@ impl Drop for ChildGuard {
         self.kill();
     }
 }
+
+/// The tests' own Python environment (`target/py`, made by `.ci/python-tools` on first
+/// use), which holds `moto_server`: nothing needs installing by hand.
+pub fn python_tools() -> &'static std::path::Path {
+    static VENV: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    VENV.get_or_init(|| {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../.ci/python-tools");
+        let out = std::process::Command::new("bash")
+            .arg(script)
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {script}: {e}"));
+        assert!(
+            out.status.success(),
+            "{script} could not make the tests' Python environment (its error is above)"
+        );
+        std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+    })
+}
