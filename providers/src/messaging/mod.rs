@@ -476,6 +476,11 @@ impl<T: Transport> Messaging<T> {
         Ok(())
     }
 
+    /// Checks a link's settings without subscribing (see [`crate::Provider::check_link`]).
+    fn check_link(&self, link: &Link) -> Result<(), ProviderError> {
+        settings(&link.config).map(drop)
+    }
+
     async fn link_added(&self, link: &Link) -> Result<(), ProviderError> {
         let settings = settings(&link.config)?;
         let permits = Arc::new(Semaphore::new(settings.max_concurrent));
