@@ -328,10 +328,27 @@ async fn check_the_rest(
             ));
         }
     }
+    // The links are not applied, so the registry cannot see a second link of the same
+    // actor, contract and name: look for it here.
+    let mut seen = std::collections::BTreeSet::new();
     for (index, link) in config.links.iter().enumerate() {
-        runtime.check_link(&link.value).await.map_err(|e| {
+        let l = &link.value;
+        runtime.check_link(l).await.map_err(|e| {
             config.error_in_config(&format!("links[{index}]"), link.line, e.to_string())
         })?;
+        let actor = runtime
+            .find_actor(&l.actor)
+            .map_or_else(|| l.actor.clone(), |a| a.subject().to_string());
+        if !seen.insert((actor, l.contract_id.clone(), l.link_name.clone())) {
+            return Err(config.error_at(
+                link.line,
+                format!(
+                    "actor {} already has a link `{}` to {}; remove one of them or give it \
+                     another name",
+                    l.actor, l.link_name, l.contract_id
+                ),
+            ));
+        }
     }
     workflows::Backend::connect(&config.workflows)
         .await

@@ -361,6 +361,30 @@ fn check_binds_nothing_so_it_runs_beside_the_host_and_still_reports_errors() {
         "{stderr}"
     );
 
+    // Two links of the same name: a start refuses the second, and so does a check,
+    // although it applies neither.
+    let config = probe_config(
+        dir.path(),
+        admin_port,
+        http_port,
+        "\n[[links]]\nactor = \"probe\"\ncontract = \"keyvalue\"\nprovider = \"kv\"\n",
+    );
+    let (code, _, stderr) = up(&config, true);
+    assert_eq!(code, Some(2), "{stderr}");
+    let second = std::fs::read_to_string(&config)
+        .unwrap()
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| *l == "[[links]]")
+        .map(|(i, _)| i + 1)
+        .nth(2)
+        .unwrap();
+    assert!(
+        stderr.contains(&format!("host.toml:{second}:"))
+            && stderr.contains("already has a link `default` to wasmcloud:keyvalue"),
+        "{stderr}"
+    );
+
     let redis_port = spare_port();
     let config = probe_config(
         dir.path(),
