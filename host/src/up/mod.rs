@@ -264,8 +264,9 @@ pub struct CheckReport {
 /// the policies (the `start` rules apply), the providers' settings, each link's claims,
 /// policy and settings, the workflow triggers, and that the backends answer (the NATS of
 /// the lattice, of the policy service and of workflows, Redis, the blob stores). It binds
-/// no port (no admin, HTTP or Argo listener), joins no lattice, subscribes to nothing and
-/// takes no workflow step, so it can run beside the host it checks.
+/// no port (no admin, HTTP or Argo listener), joins no lattice, applies no link (so no
+/// messaging subscription) and takes no workflow step, so it can run beside the host it
+/// checks.
 pub async fn check(config: &HostConfig) -> Result<CheckReport, ConfigError> {
     let mut config = config.clone();
     // A check reads the policy files once; it does not watch them.
