@@ -659,7 +659,8 @@ fn word(error: SendError, operation: &str, subject: &str) -> ProviderError {
             "{operation} on `{subject}`: no responders (nobody subscribes to it)"
         )),
         SendError::TimedOut(after) => ProviderError::Failed(format!(
-            "{operation} on `{subject}`: no reply within {after:?}"
+            "{operation} on `{subject}`: no reply within {after:?}; the request may or may \
+             not have been handled, so retry it only if its handling is idempotent"
         )),
         SendError::Invalid(message) => ProviderError::invalid(operation, message),
     }
