@@ -39,8 +39,13 @@ pub enum ProviderError {
     /// The link's configuration forbids this (an allowlist, a path outside the root).
     #[error("denied: {0}")]
     Denied(String),
-    /// The backing service failed or is unreachable; the call may succeed later.
-    #[error("{contract_id} backend unavailable: {message}")]
+    /// The backing service failed, is unreachable or did not answer in time; the call may
+    /// succeed later. The operation may or may not have been applied (a request can reach
+    /// the backend and its answer be lost), and the text says so.
+    #[error(
+        "{contract_id} backend unavailable: {message}; the operation may or may not have \
+         been applied, so retry it only if it is idempotent"
+    )]
     Unavailable {
         /// The contract.
         contract_id: String,
@@ -50,8 +55,12 @@ pub enum ProviderError {
     /// The backing service answered with an error about this request.
     #[error("{0}")]
     Failed(String),
-    /// The call did not finish within its deadline.
-    #[error("{contract_id} call `{operation}` timed out after {elapsed:?}")]
+    /// The call did not finish within its deadline; it may or may not have been applied,
+    /// and the text says so.
+    #[error(
+        "{contract_id} call `{operation}` timed out after {elapsed:?}; it may or may not \
+         have been applied, so retry it only if it is idempotent"
+    )]
     Timeout {
         /// The contract.
         contract_id: String,

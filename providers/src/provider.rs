@@ -112,6 +112,14 @@ pub trait Provider: Send + Sync + 'static {
     /// with its configuration.
     async fn link_added(&self, link: &Link) -> Result<(), ProviderError>;
 
+    /// Checks a link's configuration as [`Provider::link_added`] would, without applying
+    /// it: nothing is bound, subscribed or remembered (`sigil up --check`). The default
+    /// accepts every link, for providers whose settings are checked elsewhere.
+    async fn check_link(&self, link: &Link) -> Result<(), ProviderError> {
+        let _ = link;
+        Ok(())
+    }
+
     /// Forgets a link: its subscriptions stop, its listeners close.
     async fn link_removed(&self, link: &Link);
 

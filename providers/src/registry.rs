@@ -191,6 +191,60 @@ impl ProviderRegistry {
         actor: Arc<ActorIdentity>,
         definition: &LinkDefinition,
     ) -> Result<(), LinkError> {
+        let (key, link, provider) = self.prepare_link(actor, definition)?;
+        provider
+            .link_added(&link)
+            .await
+            .map_err(|error| LinkError::Provider {
+                provider: definition.provider.clone(),
+                error,
+            })?;
+        let previous = write(&self.routes).insert(
+            key,
+            Route {
+                link: link.clone(),
+                provider: provider.clone(),
+            },
+        );
+        if let Some(previous) = previous {
+            // Two concurrent adds of the same link: keep the last, retire the other.
+            previous.provider.link_removed(&previous.link).await;
+        }
+        tracing::info!(
+            actor = %link.actor.name,
+            contract = %link.contract_id,
+            link = %link.link_name,
+            provider = %link.provider,
+            "link added"
+        );
+        Ok(())
+    }
+
+    /// Checks a link as [`ProviderRegistry::add_link`] would (the instance, the contract, the
+    /// claims, the provider's settings) without applying it.
+    pub async fn check_link(
+        &self,
+        actor: Arc<ActorIdentity>,
+        definition: &LinkDefinition,
+    ) -> Result<(), LinkError> {
+        let (_, link, provider) = self.prepare_link(actor, definition)?;
+        provider
+            .check_link(&link)
+            .await
+            .map_err(|error| LinkError::Provider {
+                provider: definition.provider.clone(),
+                error,
+            })
+    }
+
+    /// The route, link and provider of a new link, after the checks that need no
+    /// provider call.
+    #[allow(clippy::type_complexity)]
+    fn prepare_link(
+        &self,
+        actor: Arc<ActorIdentity>,
+        definition: &LinkDefinition,
+    ) -> Result<(RouteKey, Arc<Link>, Arc<dyn Provider>), LinkError> {
         let who = actor.describe();
         let contract_id = definition.contract_id.clone();
         let provider = {
@@ -244,32 +298,7 @@ impl ProviderRegistry {
             provider: definition.provider.clone(),
             config: definition.config.clone(),
         });
-        provider
-            .link_added(&link)
-            .await
-            .map_err(|error| LinkError::Provider {
-                provider: definition.provider.clone(),
-                error,
-            })?;
-        let previous = write(&self.routes).insert(
-            key,
-            Route {
-                link: link.clone(),
-                provider: provider.clone(),
-            },
-        );
-        if let Some(previous) = previous {
-            // Two concurrent adds of the same link: keep the last, retire the other.
-            previous.provider.link_removed(&previous.link).await;
-        }
-        tracing::info!(
-            actor = %link.actor.name,
-            contract = %link.contract_id,
-            link = %link.link_name,
-            provider = %link.provider,
-            "link added"
-        );
-        Ok(())
+        Ok((key, link, provider))
     }
 
     /// Removes the link `link_name` of the actor with public key `actor` to `contract_id`.

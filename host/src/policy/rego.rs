@@ -362,7 +362,7 @@ fn compile(sources: Vec<(String, String)>) -> Result<Loaded, RegoError> {
         let compiled = engine
             .clone()
             .compile_with_entrypoint(&rule.as_str().into())
-            .map_err(|e| compile_error(&sources, &e.to_string(), &rule))?;
+            .map_err(|e| compile_error(&sources, &e.to_string(), point, &rule))?;
         points[index(point)] = Some(compiled);
     }
     let uses = input_use(&sources);
@@ -382,7 +382,12 @@ fn invalid(name: &str, message: &str) -> RegoError {
     }
 }
 
-fn compile_error(sources: &[(String, String)], message: &str, rule: &str) -> RegoError {
+fn compile_error(
+    sources: &[(String, String)],
+    message: &str,
+    point: DecisionPoint,
+    rule: &str,
+) -> RegoError {
     for (name, _) in sources {
         if let Some(line) = line_in(message, name) {
             return RegoError::Invalid {
@@ -392,13 +397,69 @@ fn compile_error(sources: &[(String, String)], message: &str, rule: &str) -> Reg
             };
         }
     }
+    // The interpreter names no file: find the files of the package. When none of them
+    // defines `deny`, that is the fault, and the first file's package line is where to
+    // fix it.
+    let package = format!("sigil.{point}");
+    let files: Vec<(&str, usize)> = sources
+        .iter()
+        .filter_map(|(name, text)| package_line(text, &package).map(|line| (name.as_str(), line)))
+        .collect();
+    let defines_deny = sources
+        .iter()
+        .filter(|(_, text)| package_line(text, &package).is_some())
+        .any(|(_, text)| defines_rule(text, "deny"));
+    if let (Some(&(name, line)), false) = (files.first(), defines_deny) {
+        let others = files
+            .iter()
+            .skip(1)
+            .map(|(n, _)| *n)
+            .collect::<Vec<_>>()
+            .join(", ");
+        return RegoError::Invalid {
+            path: PathBuf::from(name),
+            line,
+            message: format!(
+                "`package {package}` defines no `deny` rule{}; every package sigil.start, \
+                 sigil.link or sigil.invoke needs one, like `deny contains msg if {{ ... }}` \
+                 (the interpreter says: {})",
+                if others.is_empty() {
+                    String::new()
+                } else {
+                    format!(" in this file or in {others}")
+                },
+                tidy(message)
+            ),
+        };
+    }
+    let named = files.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ");
     RegoError::Compile {
         message: format!(
             "{} (every package sigil.start, sigil.link or sigil.invoke needs a `deny` set \
-             rule, as {rule})",
+             rule, as {rule}; package {package} is declared in {named})",
             tidy(message)
         ),
     }
+}
+
+/// The 1-based line of `text`'s `package <package>` declaration, if it declares it.
+fn package_line(text: &str, package: &str) -> Option<usize> {
+    text.lines()
+        .position(|l| {
+            let mut words = l.split('#').next().unwrap_or("").split_whitespace();
+            words.next() == Some("package") && words.next() == Some(package)
+        })
+        .map(|i| i + 1)
+}
+
+/// Whether a line of `text` starts a definition of rule `name` (`deny contains ...`,
+/// `deny[msg] ...`, `deny := ...`, `deny if ...`).
+fn defines_rule(text: &str, name: &str) -> bool {
+    text.lines().any(|l| {
+        l.trim_start().strip_prefix(name).is_some_and(|rest| {
+            rest.is_empty() || !rest.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+        })
+    })
 }
 
 /// The line number after `name:` in `message`.
@@ -517,7 +578,25 @@ mod tests {
         }
         let e =
             RegoPolicy::from_sources(src("package sigil.invoke\n\nallow := true\n")).unwrap_err();
-        assert!(e.to_string().contains("needs a `deny` set rule"), "{e}");
+        assert!(e.to_string().starts_with("p.rego:1: "), "{e}");
+        assert!(e.to_string().contains("defines no `deny` rule"), "{e}");
+        // With several files, the one of the package is named, at its package line.
+        let e = RegoPolicy::from_sources(vec![
+            (
+                "pol/start.rego".into(),
+                "package sigil.start\n\ndeny contains \"x\" if false\n".into(),
+            ),
+            (
+                "pol/nodeny.rego".into(),
+                "# no rules\n\npackage sigil.invoke\n\nallowed_ops := {\"Get\"}\n".into(),
+            ),
+        ])
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("pol/nodeny.rego:3: `package sigil.invoke` defines no `deny` rule"),
+            "{e}"
+        );
     }
 
     #[test]

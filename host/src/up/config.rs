@@ -17,13 +17,14 @@ use toml::Spanned;
 
 use crate::engine::{EngineConfig, Limits};
 
-/// A configuration error: where it is and how to fix it.
+/// A configuration error: where it is and how to fix it. Shown as `file:line: message`,
+/// or `file: message` when no line applies (the message then names the key).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{}:{line}: {message}", path.display())]
+#[error("{}{}: {message}", path.display(), if *line == 0 { String::new() } else { format!(":{line}") })]
 pub struct ConfigError {
     /// The configuration file.
     pub path: PathBuf,
-    /// The 1-based line of the offending value (0 when the file could not be read).
+    /// The 1-based line of the offending key or value (0 when none applies).
     pub line: usize,
     /// What is wrong, and the fix.
     pub message: String,
@@ -63,6 +64,89 @@ pub struct HostConfig {
     pub argo: Option<ArgoSettings>,
     /// The lattice this host joins (for provider plugins), when configured.
     pub lattice: Option<LatticeSettings>,
+    /// The line of every key of the file, for errors found after it was read.
+    pub lines: KeyLines,
+}
+
+/// The line of each key and array item of a configuration file, by its path:
+/// `host.admin_address`, `providers[0].config.url`, `policy.rego[1]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyLines(BTreeMap<String, usize>);
+
+impl KeyLines {
+    /// Reads the keys of TOML `text` (empty when it does not parse).
+    pub fn read(text: &str) -> Self {
+        let mut lines = KeyLines::default();
+        if let Ok(doc) = toml::de::DeTable::parse(text) {
+            lines.table(text, "", doc.get_ref());
+        }
+        lines
+    }
+
+    fn table(&mut self, text: &str, prefix: &str, table: &toml::de::DeTable<'_>) {
+        for (key, value) in table {
+            let path = if prefix.is_empty() {
+                key.get_ref().to_string()
+            } else {
+                format!("{prefix}.{}", key.get_ref())
+            };
+            self.0
+                .entry(path.clone())
+                .or_insert_with(|| line_of(text, key.span().start));
+            self.value(text, &path, value);
+        }
+    }
+
+    fn value(&mut self, text: &str, path: &str, value: &toml::Spanned<toml::de::DeValue<'_>>) {
+        match value.get_ref() {
+            toml::de::DeValue::Table(t) => self.table(text, path, t),
+            toml::de::DeValue::Array(items) => {
+                for (i, item) in items.into_iter().enumerate() {
+                    let path = format!("{path}[{i}]");
+                    self.0
+                        .insert(path.clone(), line_of(text, item.span().start));
+                    self.value(text, &path, item);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The line of `key` itself, if the file has it.
+    pub fn get(&self, key: &str) -> Option<usize> {
+        self.0.get(key).copied()
+    }
+
+    /// The line of `key`, or else of the nearest enclosing key or table the file has.
+    pub fn nearest(&self, key: &str) -> Option<usize> {
+        let mut key = key;
+        loop {
+            if let Some(line) = self.get(key) {
+                return Some(line);
+            }
+            key = &key[..key.rfind(['.', '['])?];
+        }
+    }
+
+    /// The path of the first key named in backquotes in `message` (as provider errors
+    /// name them) that `table` (a path like `providers[0].config`) has.
+    pub fn named_in(&self, message: &str, table: &str) -> Option<String> {
+        message
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .map(|k| format!("{table}.{k}"))
+            .find(|path| self.get(path).is_some())
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    let end = offset.min(text.len());
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
 }
 
 /// `[lattice]`: the NATS that hosts and provider plugins share, and the cluster key that
@@ -407,16 +491,21 @@ pub const PROVIDER_KINDS: &[&str] = &[
 struct Source<'a> {
     path: &'a Path,
     text: &'a str,
+    lines: KeyLines,
 }
 
 impl Source<'_> {
     fn line_of(&self, offset: usize) -> usize {
-        let end = offset.min(self.text.len());
-        self.text.as_bytes()[..end]
-            .iter()
-            .filter(|&&b| b == b'\n')
-            .count()
-            + 1
+        line_of(self.text, offset)
+    }
+
+    /// An error at the line of `key`, or of the nearest enclosing key the file has.
+    fn at(&self, key: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            path: self.path.to_path_buf(),
+            line: self.lines.nearest(key).unwrap_or(0),
+            message: message.into(),
+        }
     }
 
     fn error(&self, span: std::ops::Range<usize>, message: impl Into<String>) -> ConfigError {
@@ -442,7 +531,11 @@ impl HostConfig {
     /// Checks configuration `text` as if read from `path` (relative paths in it are
     /// relative to `path`'s directory).
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
-        let source = Source { path, text };
+        let source = Source {
+            path,
+            text,
+            lines: KeyLines::read(text),
+        };
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             let span = e.span().unwrap_or(0..0);
             source.error(span, e.message().trim().to_string())
@@ -598,8 +691,8 @@ impl HostConfig {
                     (_, None, Some(file)) => {
                         let file = resolve(&file);
                         std::fs::read_to_string(&file).map_err(|e| {
-                            source.error(
-                                span.clone(),
+                            source.at(
+                                "lattice.cluster_seed_file",
                                 format!("cannot read cluster_seed_file {}: {e}", file.display()),
                             )
                         })?
@@ -615,8 +708,13 @@ impl HostConfig {
                 };
                 let seed = seed.trim().to_string();
                 if !seed.starts_with("SC") || nkeys::KeyPair::from_seed(&seed).is_err() {
-                    return Err(source.error(
-                        span,
+                    let key = if source.lines.get("lattice.cluster_seed").is_some() {
+                        "lattice.cluster_seed"
+                    } else {
+                        "lattice.cluster_seed_file"
+                    };
+                    return Err(source.at(
+                        key,
                         "the [lattice] cluster seed is not a cluster seed (they start with SC)",
                     ));
                 }
@@ -626,15 +724,15 @@ impl HostConfig {
                         .chars()
                         .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
                 {
-                    return Err(source.error(
-                        span,
+                    return Err(source.at(
+                        "lattice.name",
                         format!("[lattice] name = {name:?}: use letters, digits, - and _"),
                     ));
                 }
-                for key in &l.cluster_issuers {
+                for (i, key) in l.cluster_issuers.iter().enumerate() {
                     if !key.starts_with('C') || nkeys::KeyPair::from_public_key(key).is_err() {
-                        return Err(source.error(
-                            span,
+                        return Err(source.at(
+                            &format!("lattice.cluster_issuers[{i}]"),
                             format!("cluster_issuers: {key:?} is not a cluster public key (C...)"),
                         ));
                     }
@@ -657,7 +755,7 @@ impl HostConfig {
         };
 
         let mut providers: Vec<Located<ProviderSpec>> = Vec::new();
-        for p in raw.providers {
+        for (index, p) in raw.providers.into_iter().enumerate() {
             let line = source.line_of(p.span().start);
             let p = p.into_inner();
             if !PROVIDER_KINDS.contains(&p.kind.get_ref().as_str()) {
@@ -678,14 +776,13 @@ impl HostConfig {
                 ));
             }
             if providers.iter().any(|q| q.value.name == p.name) {
-                return Err(ConfigError {
-                    path: path.to_path_buf(),
-                    line,
-                    message: format!(
+                return Err(source.at(
+                    &format!("providers[{index}].name"),
+                    format!(
                         "a provider named {:?} is declared twice; give each a unique name",
                         p.name
                     ),
-                });
+                ));
             }
             let mut config = to_link_config(p.config);
             if p.kind.get_ref() == "blobstore-fs"
@@ -706,19 +803,18 @@ impl HostConfig {
         }
 
         let mut links = Vec::new();
-        for l in raw.links {
+        for (index, l) in raw.links.into_iter().enumerate() {
             let line = source.line_of(l.span().start);
             let l = l.into_inner();
             if !providers.iter().any(|p| p.value.name == l.provider) {
-                return Err(ConfigError {
-                    path: path.to_path_buf(),
-                    line,
-                    message: format!(
+                return Err(source.at(
+                    &format!("links[{index}].provider"),
+                    format!(
                         "the link names provider {:?}, which is not declared; add a \
                          [[providers]] entry with name = {:?} or fix the name",
                         l.provider, l.provider
                     ),
-                });
+                ));
             }
             links.push(Located {
                 line,
@@ -782,7 +878,6 @@ impl HostConfig {
         let argo = match raw.argo {
             None => None,
             Some(a) => {
-                let span = a.span();
                 let a = a.into_inner();
                 let token = match (a.token, a.token_file) {
                     (Some(t), None) if !t.trim().is_empty() => t.trim().to_string(),
@@ -794,8 +889,8 @@ impl HostConfig {
                             .ok()
                             .filter(|t| !t.is_empty())
                             .ok_or_else(|| {
-                                source.error(
-                                    span.clone(),
+                                source.at(
+                                    "argo.token_file",
                                     format!(
                                         "[argo] needs the token Argo sends: cannot read a token \
                                          from {}; set token_file to the file Argo mounts, or token",
@@ -805,8 +900,8 @@ impl HostConfig {
                             })?
                     }
                     _ => {
-                        return Err(source.error(
-                            span,
+                        return Err(source.at(
+                            "argo.token",
                             "[argo] takes either token or token_file, and the token may not be \
                              empty",
                         ));
@@ -831,7 +926,12 @@ impl HostConfig {
                             )),
                         };
                         Some(Arc::new(area.map_err(|e| {
-                            source.error(span.clone(), format!("[argo.artifacts]: {e}"))
+                            let message = e.to_string();
+                            let key = source
+                                .lines
+                                .named_in(&message, "argo.artifacts")
+                                .unwrap_or_else(|| "argo.artifacts".into());
+                            source.at(&key, format!("[argo.artifacts]: {message}"))
                         })?))
                     }
                 };
@@ -859,6 +959,7 @@ impl HostConfig {
             workflows,
             argo,
             lattice,
+            lines: source.lines,
         })
     }
 
@@ -868,6 +969,26 @@ impl HostConfig {
             path: self.path.clone(),
             line,
             message: message.into(),
+        }
+    }
+
+    /// An error about `key` (a path like `policy.service.nats`): at its line, else at the
+    /// line of the nearest enclosing table the file has; when the file has none of them
+    /// (a default was used), the message is prefixed with the key path instead.
+    pub fn error_for(&self, key: &str, message: impl Into<String>) -> ConfigError {
+        let message = message.into();
+        match self.lines.nearest(key) {
+            Some(line) => self.error_at(line, message),
+            None => self.error_at(0, format!("{key}: {message}")),
+        }
+    }
+
+    /// An error a provider or link reported about its `config` table (`table` is a path
+    /// like `providers[0]`): at the line of the key the message names, else at `line`.
+    pub fn error_in_config(&self, table: &str, line: usize, message: String) -> ConfigError {
+        match self.lines.named_in(&message, &format!("{table}.config")) {
+            Some(key) => self.error_for(&key, message),
+            None => self.error_at(line, message),
         }
     }
 }
@@ -969,7 +1090,7 @@ config = { prefix = "c:", allow = ["a", "b"], n = 3 }
 
         // No readable token: refused, naming the file to set.
         let e = parse("[argo]\ntoken_file = \"/nonexistent/token\"\n").unwrap_err();
-        assert_eq!(e.line, 1);
+        assert_eq!(e.line, 2);
         assert!(e.message.contains("/nonexistent/token"), "{e}");
         let e = parse("[argo]\ntoken = \"t\"\ntoken_file = \"f\"\n").unwrap_err();
         assert!(e.message.contains("either token or token_file"), "{e}");
@@ -1051,13 +1172,50 @@ config = { prefix = "c:", allow = ["a", "b"], n = 3 }
         assert_eq!(e.line, 2);
         assert!(e.message.contains("admin"), "{e}");
 
+        // At the line of the key at fault, not of the table's header.
         let e = parse("[[links]]\nactor = \"a\"\ncontract = \"keyvalue\"\nprovider = \"nope\"\n")
             .unwrap_err();
-        assert_eq!(e.line, 1);
+        assert_eq!(e.line, 4);
         assert!(e.message.contains("not declared"), "{e}");
+        let e = parse(
+            "[[providers]]\nname = \"kv\"\nkind = \"keyvalue-memory\"\n\n[[providers]]\n\
+             kind = \"keyvalue-memory\"\nname = \"kv\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.line, 7, "{e}");
+        assert!(e.message.contains("declared twice"), "{e}");
 
         let e = parse("[host\n").unwrap_err();
         assert_eq!(e.line, 1);
+    }
+
+    #[test]
+    fn errors_found_later_name_the_key_line_or_the_key_path() {
+        let c = parse(
+            "[host]\nadmin_address = \"127.0.0.1:1\"\n\n[[providers]]\nname = \"kv\"\n\
+             kind = \"keyvalue-memory\"\n\n[providers.config]\nmax_bytes = 1\nmax_byte = 2\n\n\
+             [policy]\nrego = [\n  \"a.rego\",\n  \"b.rego\",\n]\n\n[policy.service]\n\
+             subject = \"s\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.error_for("host.admin_address", "x").line, 2);
+        assert_eq!(c.lines.get("providers[0].config.max_byte"), Some(10));
+        assert_eq!(c.lines.get("policy.rego[1]"), Some(15));
+        // A provider's complaint names the key in backquotes: its line, else the header's.
+        let e = c.error_in_config("providers[0]", 4, "unknown key `max_byte`; ...".into());
+        assert_eq!(e.line, 10);
+        let e = c.error_in_config("providers[0]", 4, "`url` is required".into());
+        assert_eq!(e.line, 4);
+        // A defaulted key: the line of its table.
+        let e = c.error_for("policy.service.nats", "no answer");
+        assert_eq!(e.line, 18);
+        // Not in the file at all: the key path, and no `:0:`.
+        let e = c.error_for("lattice.nats", "no answer");
+        assert_eq!(e.line, 0);
+        assert_eq!(
+            e.to_string(),
+            "/etc/sigil/host.toml: lattice.nats: no answer"
+        );
     }
 
     #[test]
@@ -1094,10 +1252,12 @@ config = { prefix = "c:", allow = ["a", "b"], n = 3 }
         .unwrap_err();
         assert!(e.message.contains("letters, digits"), "{e}");
         let e = parse(&format!(
-            "[lattice]\ncluster_seed = \"{seed}\"\ncluster_issuers = [\"AXYZ\"]\n"
+            "[lattice]\ncluster_seed = \"{seed}\"\ncluster_issuers = [\n  \"{}\",\n  \"AXYZ\",\n]\n",
+            cluster.public_key()
         ))
         .unwrap_err();
         assert!(e.message.contains("not a cluster public key"), "{e}");
+        assert_eq!(e.line, 5, "{e}");
         let e = parse(&format!(
             "[lattice]\ncluster_seed = \"{seed}\"\n\nheartbeat = \"often\"\n"
         ))

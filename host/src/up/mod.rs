@@ -75,25 +75,7 @@ pub async fn start_with(
     config: &HostConfig,
     extra_actors: Vec<(std::path::PathBuf, Vec<u8>)>,
 ) -> Result<Running, ConfigError> {
-    let enforcer = policy::enforcer(config).await?;
-    let runtime = Runtime::with_enforcer(config.engine.clone(), config.policy.clone(), enforcer)
-        .map_err(|e| config.error_at(0, format!("cannot start the engine: {e}")))?;
-
-    for actor in &config.actors {
-        let path = &actor.value;
-        let bytes = tokio::fs::read(path).await.map_err(|e| {
-            config.error_at(
-                actor.line,
-                format!(
-                    "cannot read actor {}: {e}; build it first or fix the path",
-                    path.display()
-                ),
-            )
-        })?;
-        runtime.load_actor(bytes).await.map_err(|e| {
-            config.error_at(actor.line, format!("actor {} refused: {e}", path.display()))
-        })?;
-    }
+    let runtime = runtime_with_actors(config).await?;
 
     for (path, bytes) in extra_actors {
         runtime
@@ -104,8 +86,9 @@ pub async fn start_with(
 
     let mut builtins = Builtins::default();
     if let Some(l) = &config.lattice {
-        let cluster = nkeys::KeyPair::from_seed(&l.cluster_seed)
-            .map_err(|e| config.error_at(0, format!("the cluster seed: {e}")))?;
+        let cluster = nkeys::KeyPair::from_seed(&l.cluster_seed).map_err(|e| {
+            config.error_for("lattice.cluster_seed", format!("the cluster seed: {e}"))
+        })?;
         tracing::info!(lattice = %l.name, cluster = %cluster.public_key(), "joining the lattice");
         let lattice =
             sigil_providers::plugin::Lattice::new(&l.nats, &l.name, cluster, config.policy.clone());
@@ -113,13 +96,24 @@ pub async fn start_with(
         runtime
             .join_lattice(lattice.clone(), &l.cluster_issuers)
             .await
-            .map_err(|e| config.error_at(0, format!("cannot join lattice {}: {e}", l.name)))?;
+            .map_err(|e| {
+                config.error_for(
+                    "lattice.nats",
+                    format!(
+                        "[lattice] nats = {:?}: cannot join lattice {}: {e}; start NATS or fix \
+                         the url",
+                        l.nats, l.name
+                    ),
+                )
+            })?;
         builtins.lattice = Some(lattice);
     }
-    for spec in &config.providers {
+    for (index, spec) in config.providers.iter().enumerate() {
         let p = &spec.value;
+        let table = format!("providers[{index}]");
         let provider = create_provider(&p.kind, &p.config, &builtins).map_err(|e| {
-            config.error_at(
+            config.error_in_config(
+                &table,
                 spec.line,
                 format!("provider {:?} ({}): {e}", p.name, p.kind),
             )
@@ -127,14 +121,13 @@ pub async fn start_with(
         runtime
             .add_provider(&p.name, provider)
             .await
-            .map_err(|e| config.error_at(spec.line, e.to_string()))?;
+            .map_err(|e| config.error_in_config(&table, spec.line, e.to_string()))?;
     }
 
-    for link in &config.links {
-        runtime
-            .add_link(&link.value)
-            .await
-            .map_err(|e| config.error_at(link.line, e.to_string()))?;
+    for (index, link) in config.links.iter().enumerate() {
+        runtime.add_link(&link.value).await.map_err(|e| {
+            config.error_in_config(&format!("links[{index}]"), link.line, e.to_string())
+        })?;
     }
 
     let workflows = workflows::start(&runtime, config, &builtins.bus).await?;
@@ -150,11 +143,11 @@ pub async fn start_with(
             )
             .await
             .map_err(|e| {
-                config.error_at(
-                    0,
+                config.error_for(
+                    "host.admin_address",
                     format!(
                         "cannot serve the admin endpoint on {address}: {e}; pick another \
-                             admin_address or \"off\""
+                         admin_address or \"off\""
                     ),
                 )
             })?;
@@ -174,10 +167,11 @@ pub async fn start_with(
             )
             .await
             .map_err(|e| {
-                config.error_at(
-                    0,
+                config.error_for(
+                    "argo.address",
                     format!(
-                        "cannot serve the Argo plugin endpoint on {}: {e}",
+                        "cannot serve the Argo plugin endpoint on {}: {e}; pick another \
+                         address",
                         a.address
                     ),
                 )
@@ -198,7 +192,12 @@ pub async fn start_with(
                 settings.heartbeat,
             )
             .await
-            .map_err(|e| config.error_at(0, format!("cannot serve the control interface: {e}")))?,
+            .map_err(|e| {
+                config.error_for(
+                    "lattice.nats",
+                    format!("cannot serve the control interface: {e}"),
+                )
+            })?,
         ),
         _ => None,
     };
@@ -212,6 +211,166 @@ pub async fn start_with(
         workflows,
         admin,
         drain_timeout: config.drain_timeout,
+    })
+}
+
+/// The runtime `config` asks for (engine, policy), with the configuration's actors
+/// loaded.
+async fn runtime_with_actors(config: &HostConfig) -> Result<Arc<Runtime>, ConfigError> {
+    let enforcer = policy::enforcer(config).await?;
+    let runtime = Runtime::with_enforcer(config.engine.clone(), config.policy.clone(), enforcer)
+        .map_err(|e| {
+            let message = format!("cannot start the engine: {e}");
+            if config.lines.get("host.cache_dir").is_some() {
+                config.error_for("host.cache_dir", message)
+            } else {
+                config.error_at(0, message)
+            }
+        })?;
+
+    for actor in &config.actors {
+        let path = &actor.value;
+        let bytes = tokio::fs::read(path).await.map_err(|e| {
+            config.error_at(
+                actor.line,
+                format!(
+                    "cannot read actor {}: {e}; build it first or fix the path",
+                    path.display()
+                ),
+            )
+        })?;
+        runtime.load_actor(bytes).await.map_err(|e| {
+            config.error_at(actor.line, format!("actor {} refused: {e}", path.display()))
+        })?;
+    }
+    Ok(runtime)
+}
+
+/// What `sigil up --check` found in a configuration that passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckReport {
+    /// Actors loaded (their claims verified and the `start` policy applied).
+    pub actors: usize,
+    /// Providers created and found reachable.
+    pub providers: usize,
+    /// Links checked.
+    pub links: usize,
+    /// Workflow triggers whose workflows were read and resolved.
+    pub triggers: usize,
+}
+
+/// Checks everything `config` declares, as [`start`] would, but starts nothing that
+/// another host could notice: the configuration, the actor modules and their claims,
+/// the policies (the `start` rules apply), the providers' settings, each link's claims,
+/// policy and settings, the workflow triggers, and that the backends answer (the NATS of
+/// the lattice, of the policy service and of workflows, Redis, the blob stores). It binds
+/// no port (no admin, HTTP or Argo listener), joins no lattice, applies no link (so no
+/// messaging subscription) and takes no workflow step, so it can run beside the host it
+/// checks.
+pub async fn check(config: &HostConfig) -> Result<CheckReport, ConfigError> {
+    let mut config = config.clone();
+    // A check reads the policy files once; it does not watch them.
+    config.policy_control.reload = None;
+    let config = &config;
+    let runtime = runtime_with_actors(config).await?;
+    let outcome = check_the_rest(config, &runtime).await;
+    runtime.shutdown(Duration::ZERO).await;
+    outcome
+}
+
+async fn check_the_rest(
+    config: &HostConfig,
+    runtime: &Arc<Runtime>,
+) -> Result<CheckReport, ConfigError> {
+    let mut builtins = Builtins::default();
+    if let Some(l) = &config.lattice {
+        let cluster = nkeys::KeyPair::from_seed(&l.cluster_seed).map_err(|e| {
+            config.error_for("lattice.cluster_seed", format!("the cluster seed: {e}"))
+        })?;
+        let lattice =
+            sigil_providers::plugin::Lattice::new(&l.nats, &l.name, cluster, config.policy.clone());
+        lattice.client().await.map_err(|e| {
+            config.error_for(
+                "lattice.nats",
+                format!(
+                    "[lattice] nats = {:?}: {e}; start NATS or fix the url",
+                    l.nats
+                ),
+            )
+        })?;
+        builtins.lattice = Some(lattice);
+    }
+    for (index, spec) in config.providers.iter().enumerate() {
+        let p = &spec.value;
+        let table = format!("providers[{index}]");
+        let provider = create_provider(&p.kind, &p.config, &builtins).map_err(|e| {
+            config.error_in_config(
+                &table,
+                spec.line,
+                format!("provider {:?} ({}): {e}", p.name, p.kind),
+            )
+        })?;
+        runtime
+            .add_provider(&p.name, provider.clone())
+            .await
+            .map_err(|e| config.error_in_config(&table, spec.line, e.to_string()))?;
+        // A plugin runs on its own and may start after the host; the others' backends
+        // must answer now.
+        if p.kind != "plugin"
+            && let sigil_providers::Health::Unhealthy(why) = provider.health().await
+        {
+            return Err(config.error_in_config(
+                &table,
+                spec.line,
+                format!(
+                    "provider {:?} ({}): its backend does not answer: {why}",
+                    p.name, p.kind
+                ),
+            ));
+        }
+    }
+    // The links are not applied, so the registry cannot see a second link of the same
+    // actor, contract and name: look for it here.
+    let mut seen = std::collections::BTreeSet::new();
+    for (index, link) in config.links.iter().enumerate() {
+        let l = &link.value;
+        runtime.check_link(l).await.map_err(|e| {
+            config.error_in_config(&format!("links[{index}]"), link.line, e.to_string())
+        })?;
+        let actor = runtime
+            .find_actor(&l.actor)
+            .map_or_else(|| l.actor.clone(), |a| a.subject().to_string());
+        if !seen.insert((actor, l.contract_id.clone(), l.link_name.clone())) {
+            return Err(config.error_at(
+                link.line,
+                format!(
+                    "actor {} already has a link `{}` to {}; remove one of them or give it \
+                     another name",
+                    l.actor, l.link_name, l.contract_id
+                ),
+            ));
+        }
+    }
+    workflows::Backend::connect(&config.workflows)
+        .await
+        .map_err(|e| config.error_for("workflows.nats", e))?;
+    for t in &config.workflows.triggers {
+        let at = |m: String| config.error_at(t.line, m);
+        let workflow =
+            crate::workflow::spec::Workflow::from_file(&t.value.workflow).map_err(|e| at(e.0))?;
+        let base = t
+            .value
+            .workflow
+            .parent()
+            .unwrap_or(std::path::Path::new("."));
+        crate::workflow::routes::resolve_routes(&workflow, base, &config.policy, |_, _| Ok(()))
+            .map_err(|e| at(e.0))?;
+    }
+    Ok(CheckReport {
+        actors: config.actors.len(),
+        providers: config.providers.len(),
+        links: config.links.len(),
+        triggers: config.workflows.triggers.len(),
     })
 }
 

@@ -18,7 +18,10 @@ pub async fn enforcer(config: &HostConfig) -> Result<Option<Enforcer>, ConfigErr
         let rego = Arc::new(rego);
         if let Some(every) = control.reload {
             rego.watch(every).map_err(|e| {
-                config.error_at(0, format!("cannot start the policy file watcher: {e}"))
+                config.error_for(
+                    "policy.reload",
+                    format!("cannot start the policy file watcher: {e}"),
+                )
             })?;
         }
         tracing::info!(
@@ -33,11 +36,12 @@ pub async fn enforcer(config: &HostConfig) -> Result<Option<Enforcer>, ConfigErr
         let service = PolicyService::connect(&s.nats, s.subject.clone(), s.timeout)
             .await
             .map_err(|e| {
-                config.error_at(
-                    0,
+                config.error_for(
+                    "policy.service.nats",
                     format!(
-                        "[policy.service]: {e}; the host does not start without its policy \
-                         service (start NATS or fix the url)"
+                        "[policy.service] nats = {:?}: {e}; the host does not start without \
+                         its policy service (start NATS or fix the url)",
+                        s.nats
                     ),
                 )
             })?
@@ -72,6 +76,18 @@ fn rego_error(config: &HostConfig, e: RegoError) -> ConfigError {
                 "the Rego policy does not compile, so the host does not start: {message}"
             ),
         },
-        other => config.error_at(0, format!("[policy] rego: {other}")),
+        RegoError::Read { ref path, .. } => {
+            let key = config
+                .policy_control
+                .rego
+                .iter()
+                .position(|p| p == path)
+                .map_or_else(
+                    || "policy.rego".to_string(),
+                    |i| format!("policy.rego[{i}]"),
+                );
+            config.error_for(&key, format!("[policy] rego: {e}; fix the path"))
+        }
+        other => config.error_for("policy.rego", format!("[policy] rego: {other}")),
     }
 }

@@ -382,6 +382,26 @@ impl Runtime {
         Ok(())
     }
 
+    /// Checks a link as [`Runtime::add_link`] would (its actor, the claims, the policy,
+    /// the provider's settings) without applying it: nothing is bound or subscribed.
+    pub async fn check_link(&self, definition: &LinkDefinition) -> Result<(), RuntimeLinkError> {
+        let actor = self
+            .host
+            .actor(&definition.actor)
+            .ok_or_else(|| RuntimeLinkError::NoSuchActor(definition.actor.clone()))?;
+        if let Some(enforcer) = self.host.enforcer()
+            && actor.identity().has_capability(&definition.contract_id)
+        {
+            enforcer
+                .check_link(actor.identity(), actor.claims().tags(), definition)
+                .await?;
+        }
+        self.registry
+            .check_link(actor.identity().clone(), definition)
+            .await?;
+        Ok(())
+    }
+
     /// Removes a link of an actor (by key or name).
     pub async fn remove_link(
         &self,

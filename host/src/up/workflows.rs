@@ -144,7 +144,7 @@ pub async fn start(
     let settings = &config.workflows;
     let backend = Backend::connect(settings)
         .await
-        .map_err(|e| config.error_at(0, e))?;
+        .map_err(|e| config.error_for("workflows.nats", e))?;
     let scheduler = backend.scheduler(
         Arc::new(RuntimeRunner(runtime.clone())),
         SchedulerConfig {
@@ -156,7 +156,7 @@ pub async fn start(
     );
     serve_actors(&scheduler, runtime)
         .await
-        .map_err(|e| config.error_at(0, e))?;
+        .map_err(|e| config.error_for("workflows.nats", e))?;
 
     let mut triggers = Vec::new();
     for t in &settings.triggers {

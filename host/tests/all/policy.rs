@@ -851,6 +851,79 @@ async fn a_host_from_its_configuration_denies_a_call_with_the_policy_reason() {
     running.shutdown().await;
 }
 
+/// `sigil up --check --config FILE`: the exit code and what it wrote to stderr.
+fn check_config(config: &Path, cache: &Path) -> (Option<i32>, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sigil"))
+        .args(["up", "--check", "--config"])
+        .arg(config)
+        .env("SIGIL_CACHE_DIR", cache)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_package_without_deny_is_refused_naming_its_file_and_package_line() {
+    // The reported case: two files, the second declares sigil.invoke but no `deny`. The
+    // error named only the configuration, at line 0.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("pol")).unwrap();
+    write(
+        &dir.path().join("pol/start.rego"),
+        "package sigil.start\n\ndeny contains \"never\" if false\n",
+    );
+    write(
+        &dir.path().join("pol/nodeny.rego"),
+        "# operations the counter may use\npackage sigil.invoke\n\nallowed_ops := {\"Get\"}\n",
+    );
+    std::fs::write(
+        dir.path().join("counter.wasm"),
+        sign(&caller(), "counter", &["keyvalue"]).bytes,
+    )
+    .unwrap();
+    let config = host_toml(
+        dir.path(),
+        "rego = [\"pol/start.rego\", \"pol/nodeny.rego\"]",
+    );
+    let (code, stderr) = check_config(&config, &dir.path().join("cache"));
+    assert_eq!(code, Some(2), "{stderr}");
+    let at = format!("{}:2:", dir.path().join("pol/nodeny.rego").display());
+    assert!(
+        stderr.contains(&at) && stderr.contains("`package sigil.invoke` defines no `deny` rule"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(":0:"), "{stderr}");
+}
+
+#[test]
+fn an_unreachable_policy_service_names_its_key_and_line() {
+    // The reported case printed `host.toml:0:`.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("counter.wasm"),
+        sign(&caller(), "counter", &["keyvalue"]).bytes,
+    )
+    .unwrap();
+    let port = crate::providers::spare_port();
+    let config = host_toml(
+        dir.path(),
+        &format!(
+            "\n[policy.service]\nsubject = \"sigil.policy.none\"\nnats = \"nats://127.0.0.1:{port}\"\n"
+        ),
+    );
+    let (code, stderr) = check_config(&config, &dir.path().join("cache"));
+    assert_eq!(code, Some(2), "{stderr}");
+    // [policy] is at line 6 of host_toml; the service's nats key four lines later.
+    let text = std::fs::read_to_string(&config).unwrap();
+    let line = text.lines().position(|l| l.starts_with("nats = ")).unwrap() + 1;
+    let at = format!("{}:{line}: [policy.service] nats = ", config.display());
+    assert!(stderr.contains(&at), "{stderr}");
+    assert!(!stderr.contains(":0:"), "{stderr}");
+}
+
 #[test]
 fn a_bad_policy_file_stops_the_host_naming_its_file_and_line() {
     let dir = tempfile::tempdir().unwrap();

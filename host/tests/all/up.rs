@@ -220,3 +220,205 @@ config = {{ allow = ["{upstream_addr}"] }}
         "the HTTP port is still open"
     );
 }
+
+/// Runs `sigil up` (with `--check` when `check`) on `config`: exit code, stdout, stderr.
+fn up(config: &std::path::Path, check: bool) -> (Option<i32>, String, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sigil"));
+    command.arg("up");
+    if check {
+        command.arg("--check");
+    }
+    let dir = config.parent().unwrap();
+    let out = command
+        .arg("--config")
+        .arg(config)
+        .env("SIGIL_CACHE_DIR", dir.join("cache"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The 1-based line of `config` that starts with `start`.
+fn line_of(config: &std::path::Path, start: &str) -> usize {
+    std::fs::read_to_string(config)
+        .unwrap()
+        .lines()
+        .position(|l| l.trim_start().starts_with(start))
+        .unwrap_or_else(|| panic!("no line starts with {start:?}"))
+        + 1
+}
+
+/// A configuration of the probe actor with an HTTP server link on `http`, the admin
+/// endpoint on `admin`, a memory key-value store, and `extra` appended.
+fn probe_config(dir: &std::path::Path, admin: u16, http: u16, extra: &str) -> std::path::PathBuf {
+    std::fs::write(dir.join("probe.wasm"), guest("probe")).unwrap();
+    let config = dir.join("host.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[host]
+admin_address = "127.0.0.1:{admin}"
+
+[[actors]]
+path = "probe.wasm"
+
+[[providers]]
+name = "http"
+kind = "httpserver"
+
+[[providers]]
+name = "kv"
+kind = "keyvalue-memory"
+
+[providers.config]
+max_bytes = "1MiB"
+
+[[links]]
+actor = "probe"
+contract = "httpserver"
+provider = "http"
+config = {{ address = "127.0.0.1:{http}" }}
+
+[[links]]
+actor = "probe"
+contract = "keyvalue"
+provider = "kv"
+{extra}"#
+        ),
+    )
+    .unwrap();
+    config
+}
+
+#[test]
+fn check_binds_nothing_so_it_runs_beside_the_host_and_still_reports_errors() {
+    // The reported case: the ports of the configuration are taken (here by the test's
+    // own listeners, as by the running host), and `--check` failed with "Address already
+    // in use".
+    let admin = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let http = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let (admin_port, http_port) = (
+        admin.local_addr().unwrap().port(),
+        http.local_addr().unwrap().port(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = probe_config(dir.path(), admin_port, http_port, "");
+    let (code, stdout, stderr) = up(&config, true);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stdout.contains("ok (1 actors, 2 providers, 2 links)"),
+        "{stdout}"
+    );
+
+    // The same ports make a real start fail, naming the line of the key at fault.
+    let (code, _, stderr) = up(&config, false);
+    assert_eq!(code, Some(2), "{stderr}");
+    let at = format!("host.toml:{}:", line_of(&config, "config = { address"));
+    assert!(
+        stderr.contains(&at) && stderr.contains("Address already in use"),
+        "{stderr}"
+    );
+    let config = probe_config(dir.path(), admin_port, spare_port(), "");
+    let (code, _, stderr) = up(&config, false);
+    assert_eq!(code, Some(2), "{stderr}");
+    let at = format!("host.toml:{}:", line_of(&config, "admin_address"));
+    assert!(
+        stderr.contains(&at) && stderr.contains("cannot serve the admin endpoint"),
+        "{stderr}"
+    );
+
+    // Real errors are still found: a link setting the provider does not read (at its own
+    // line), an HTTP address that is not one, a backend that does not answer.
+    let config = probe_config(
+        dir.path(),
+        admin_port,
+        http_port,
+        "\n[links.config]\nprefix = \"p:\"\nprefixx = \"q:\"\n",
+    );
+    let (code, _, stderr) = up(&config, true);
+    assert_eq!(code, Some(2), "{stderr}");
+    let at = format!("host.toml:{}:", line_of(&config, "prefixx"));
+    assert!(
+        stderr.contains(&at) && stderr.contains("unknown key `prefixx`"),
+        "{stderr}"
+    );
+
+    let config = probe_config(dir.path(), admin_port, 0, "");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("127.0.0.1:0\"", "nowhere\"");
+    std::fs::write(&config, text).unwrap();
+    let (code, _, stderr) = up(&config, true);
+    assert_eq!(code, Some(2), "{stderr}");
+    let at = format!("host.toml:{}:", line_of(&config, "config = { address"));
+    assert!(
+        stderr.contains(&at) && stderr.contains("nowhere"),
+        "{stderr}"
+    );
+
+    // Two links of the same name: a start refuses the second, and so does a check,
+    // although it applies neither.
+    let config = probe_config(
+        dir.path(),
+        admin_port,
+        http_port,
+        "\n[[links]]\nactor = \"probe\"\ncontract = \"keyvalue\"\nprovider = \"kv\"\n",
+    );
+    let (code, _, stderr) = up(&config, true);
+    assert_eq!(code, Some(2), "{stderr}");
+    let second = std::fs::read_to_string(&config)
+        .unwrap()
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| *l == "[[links]]")
+        .map(|(i, _)| i + 1)
+        .nth(2)
+        .unwrap();
+    assert!(
+        stderr.contains(&format!("host.toml:{second}:"))
+            && stderr.contains("already has a link `default` to wasmcloud:keyvalue"),
+        "{stderr}"
+    );
+
+    let redis_port = spare_port();
+    let config = probe_config(
+        dir.path(),
+        admin_port,
+        http_port,
+        &format!(
+            "\n[[providers]]\nname = \"redis\"\nkind = \"keyvalue-redis\"\n\n[providers.config]\n\
+             url = \"redis://127.0.0.1:{redis_port}\"\nconnect_timeout = \"500ms\"\n"
+        ),
+    );
+    let (code, _, stderr) = up(&config, true);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("provider \"redis\" (keyvalue-redis): its backend does not answer"),
+        "{stderr}"
+    );
+    drop((admin, http));
+}
+
+#[test]
+fn a_provider_config_error_names_the_line_of_its_key() {
+    // The reported case named the [[providers]] header's line.
+    let dir = tempfile::tempdir().unwrap();
+    let config = probe_config(dir.path(), spare_port(), spare_port(), "");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "max_bytes = \"1MiB\"",
+        "max_bytes = \"1MiB\"\nmax_byte = \"2MiB\"",
+    );
+    std::fs::write(&config, text).unwrap();
+    let (code, _, stderr) = up(&config, true);
+    assert_eq!(code, Some(2), "{stderr}");
+    let at = format!("host.toml:{}:", line_of(&config, "max_byte ="));
+    assert!(
+        stderr.contains(&at) && stderr.contains("unknown key `max_byte`"),
+        "{stderr}"
+    );
+}

@@ -957,6 +957,10 @@ impl Provider for BlobStore {
         Ok(())
     }
 
+    async fn check_link(&self, link: &Link) -> Result<(), ProviderError> {
+        LinkState::new(link, self.inner.upload_timeout).map(drop)
+    }
+
     async fn link_removed(&self, link: &Link) {
         if let Some(state) = self.inner.links.remove(link) {
             abort_all(state.take_all()).await;

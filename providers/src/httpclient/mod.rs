@@ -414,6 +414,10 @@ impl Provider for HttpClient {
         Self::KIND
     }
 
+    async fn check_link(&self, link: &Link) -> Result<(), ProviderError> {
+        LinkState::from_config(&link.config).map(drop)
+    }
+
     async fn link_added(&self, link: &Link) -> Result<(), ProviderError> {
         let state = LinkState::from_config(&link.config)?;
         if state.allow.is_empty() {

@@ -282,6 +282,10 @@ impl Provider for HttpServer {
         Ok(())
     }
 
+    async fn check_link(&self, link: &Link) -> Result<(), ProviderError> {
+        self.link_settings(link).map(drop)
+    }
+
     async fn link_added(&self, link: &Link) -> Result<(), ProviderError> {
         let (address, limits) = self.link_settings(link)?;
         let (Some(host), false) = (self.host(), self.is_stopped()) else {
@@ -298,9 +302,11 @@ impl Provider for HttpServer {
                 link.actor.describe()
             )));
         }
-        let listener = tokio::net::TcpListener::bind(address)
-            .await
-            .map_err(|e| ProviderError::Config(format!("cannot listen on {address}: {e}")))?;
+        let listener = tokio::net::TcpListener::bind(address).await.map_err(|e| {
+            ProviderError::Config(format!(
+                "cannot listen on {address}: {e}; free the port or change `address`"
+            ))
+        })?;
         let handler = Arc::new(ActorHandler::new(host, link.actor.subject.clone()));
         let handle = serve(listener, handler, limits)
             .await

@@ -14,7 +14,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::FutureExt;
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Incoming};
 use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode};
@@ -35,6 +35,14 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a client may take to send a request's header section before its connection
 /// is closed.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// After a body over the limit is refused, how much more of it is read and thrown away
+/// before the connection closes. Closing with unread data makes the TCP stack reset the
+/// connection, and a reset makes the client drop the `413` it has not read yet.
+const DRAIN_MAX_BYTES: u64 = 8 << 20;
+
+/// How long the rest of a refused body is read and thrown away, at most.
+const DRAIN_TIME: Duration = Duration::from_secs(5);
 
 /// How long the accept loop pauses after a failed `accept` (out of file descriptors),
 /// so that it does not spin.
@@ -59,7 +67,9 @@ fn is_connection_header(name: &HeaderName) -> bool {
 /// What one request may cost the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServerLimits {
-    /// The largest request body accepted; a larger one is answered `413` unread.
+    /// The largest request body accepted; a larger one is answered `413` and the
+    /// connection closed, after reading and discarding the rest of the body (up to 8 MiB
+    /// or 5 s) so that the client gets the answer rather than a reset.
     pub max_body_bytes: u64,
     /// How long the body may take to arrive (else `408`), and the handler to answer
     /// (else `504`).
@@ -251,9 +261,20 @@ async fn respond(
     handler: &dyn RequestHandler,
     limits: ServerLimits,
 ) -> Response<Full<Bytes>> {
+    let http1 = request.version() < hyper::Version::HTTP_2;
     let request = match read_request(request, limits).await {
         Ok(request) => request,
-        Err(refusal) => return into_hyper(refusal),
+        Err(refusal) => {
+            let close = refusal.status == 413 && http1;
+            let mut response = into_hyper(refusal);
+            if close {
+                // The rest of the body is being thrown away: this connection ends after it.
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            return response;
+        }
     };
     let method = request.method.clone();
     let path = request.path.clone();
@@ -281,7 +302,7 @@ async fn read_request(
     request: Request<Incoming>,
     limits: ServerLimits,
 ) -> Result<HttpRequest, HttpResponse> {
-    let (parts, body) = request.into_parts();
+    let (parts, mut body) = request.into_parts();
     let hint = body.size_hint();
     // The size hint is the declared Content-Length: refuse an oversized body before
     // reading any of it.
@@ -291,19 +312,33 @@ async fn read_request(
             limit = limits.max_body_bytes,
             "request body over the limit (Content-Length)"
         );
+        discard(body);
         return Err(too_large(limits));
     }
     let body = if hint.exact() == Some(0) || body.is_end_stream() {
         Vec::new()
     } else {
-        let cap = usize::try_from(limits.max_body_bytes).unwrap_or(usize::MAX);
-        match tokio::time::timeout(limits.timeout, Limited::new(body, cap).collect()).await {
-            Ok(Ok(collected)) => Vec::from(collected.to_bytes()),
-            Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
+        let mut collected = Vec::new();
+        let read = async {
+            while let Some(frame) = body.frame().await {
+                if let Ok(chunk) = frame?.into_data() {
+                    if (collected.len() + chunk.len()) as u64 > limits.max_body_bytes {
+                        return Ok(false);
+                    }
+                    collected.extend_from_slice(&chunk);
+                }
+            }
+            Ok::<_, hyper::Error>(true)
+        };
+        let outcome = tokio::time::timeout(limits.timeout, read).await;
+        match outcome {
+            Ok(Ok(true)) => collected,
+            Ok(Ok(false)) => {
                 tracing::debug!(
                     limit = limits.max_body_bytes,
                     "request body over the limit (streamed)"
                 );
+                discard(body);
                 return Err(too_large(limits));
             }
             Ok(Err(e)) => {
@@ -343,6 +378,30 @@ async fn read_request(
         headers,
         body,
     })
+}
+
+/// Reads and throws away the rest of a refused body in the background, up to
+/// [`DRAIN_MAX_BYTES`] or [`DRAIN_TIME`], so that the connection closes with nothing
+/// unread (a clean close, not a reset) once the client has sent it.
+fn discard(mut body: Incoming) {
+    tokio::spawn(async move {
+        let mut left = DRAIN_MAX_BYTES;
+        let drained = tokio::time::timeout(DRAIN_TIME, async {
+            while let Some(Ok(frame)) = body.frame().await {
+                if let Some(chunk) = frame.data_ref() {
+                    left = left.saturating_sub(chunk.len() as u64);
+                    if left == 0 {
+                        return false;
+                    }
+                }
+            }
+            true
+        })
+        .await;
+        if drained != Ok(true) {
+            tracing::debug!("stopped discarding a refused request body; the connection resets");
+        }
+    });
 }
 
 fn too_large(limits: ServerLimits) -> HttpResponse {

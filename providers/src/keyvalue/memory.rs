@@ -382,6 +382,10 @@ impl Provider for MemoryKeyValue {
         super::add_link(&self.links, link)
     }
 
+    async fn check_link(&self, link: &Link) -> Result<(), ProviderError> {
+        super::scope_of(link).map(drop)
+    }
+
     async fn link_removed(&self, link: &Link) {
         self.links.remove(link);
     }

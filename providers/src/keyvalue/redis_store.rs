@@ -261,6 +261,10 @@ impl Provider for RedisKeyValue {
         super::add_link(&self.links, link)
     }
 
+    async fn check_link(&self, link: &Link) -> Result<(), ProviderError> {
+        super::scope_of(link).map(drop)
+    }
+
     async fn link_removed(&self, link: &Link) {
         self.links.remove(link);
     }

@@ -476,6 +476,11 @@ impl<T: Transport> Messaging<T> {
         Ok(())
     }
 
+    /// Checks a link's settings without subscribing (see [`crate::Provider::check_link`]).
+    fn check_link(&self, link: &Link) -> Result<(), ProviderError> {
+        settings(&link.config).map(drop)
+    }
+
     async fn link_added(&self, link: &Link) -> Result<(), ProviderError> {
         let settings = settings(&link.config)?;
         let permits = Arc::new(Semaphore::new(settings.max_concurrent));
@@ -654,7 +659,8 @@ fn word(error: SendError, operation: &str, subject: &str) -> ProviderError {
             "{operation} on `{subject}`: no responders (nobody subscribes to it)"
         )),
         SendError::TimedOut(after) => ProviderError::Failed(format!(
-            "{operation} on `{subject}`: no reply within {after:?}"
+            "{operation} on `{subject}`: no reply within {after:?}; the request may or may \
+             not have been handled, so retry it only if its handling is idempotent"
         )),
         SendError::Invalid(message) => ProviderError::invalid(operation, message),
     }

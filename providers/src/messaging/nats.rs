@@ -316,6 +316,10 @@ impl Provider for NatsMessaging {
         self.core.link_added(link).await
     }
 
+    async fn check_link(&self, link: &Link) -> Result<(), ProviderError> {
+        self.core.check_link(link)
+    }
+
     async fn link_removed(&self, link: &Link) {
         self.core.link_removed(link).await;
     }

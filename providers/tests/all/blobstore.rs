@@ -898,6 +898,7 @@ async fn a_dead_s3_server_fails_calls_promptly_and_recovery_needs_no_restart() {
     assert!(took < Duration::from_secs(8), "the call took {took:?}");
     assert!(err.is_unavailable(), "{err}");
     let text = err.to_string();
+    assert!(text.contains("may or may not have been applied"), "{text}");
     assert!(
         text.contains("unreachable") && text.contains(&endpoint),
         "{text}"

@@ -359,6 +359,12 @@ async fn timeouts_are_honoured() {
     assert!(err.is_unavailable(), "{err}");
     assert!(err.to_string().contains("timed out"), "{err}");
     assert!(err.to_string().contains(&hostport), "{err}");
+    // The server may have acted on the request: the text says so.
+    assert!(
+        err.to_string()
+            .ends_with("may or may not have been applied, so retry it only if it is idempotent"),
+        "{err}"
+    );
 
     // An actor may shorten the link's timeout, not lengthen it.
     let p = provider(&a, allow(&hostport)).await;

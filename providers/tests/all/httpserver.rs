@@ -303,6 +303,108 @@ async fn a_body_over_the_limit_is_413_and_never_reaches_the_actor() {
     provider.stop().await;
 }
 
+/// How one upload of a body over the limit ended for a client that sends it all before
+/// it reads the answer (as curl does).
+#[derive(Debug, PartialEq, Eq)]
+enum Upload {
+    /// The status line the server answered.
+    Answered(String),
+    /// Sending or reading failed: the connection was reset.
+    Reset(String),
+}
+
+/// Sends a 2 MiB body (chunked or with a declared length) in 64 KiB writes, then reads
+/// the answer until the server closes the connection.
+async fn upload_2mib(addr: SocketAddr, chunked: bool) -> Upload {
+    const SIZE: usize = 2 << 20;
+    const PIECE: usize = 64 << 10;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let head = if chunked {
+        "POST /up HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n".to_string()
+    } else {
+        format!("POST /up HTTP/1.1\r\nhost: x\r\ncontent-length: {SIZE}\r\n\r\n")
+    };
+    let sent = async {
+        stream.write_all(head.as_bytes()).await?;
+        for _ in 0..SIZE / PIECE {
+            let mut piece = Vec::with_capacity(PIECE + 16);
+            if chunked {
+                piece.extend_from_slice(format!("{PIECE:x}\r\n").as_bytes());
+            }
+            piece.extend_from_slice(&[b'u'; PIECE]);
+            if chunked {
+                piece.extend_from_slice(b"\r\n");
+            }
+            stream.write_all(&piece).await?;
+            tokio::task::yield_now().await;
+        }
+        if chunked {
+            stream.write_all(b"0\r\n\r\n").await?;
+        }
+        std::io::Result::Ok(())
+    }
+    .await;
+    if let Err(e) = sent {
+        return Upload::Reset(format!("send: {e}"));
+    }
+    let mut answer = Vec::new();
+    match tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer)).await {
+        Ok(Ok(_)) => Upload::Answered(
+            String::from_utf8_lossy(&answer)
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+        ),
+        Ok(Err(e)) => Upload::Reset(format!("read: {e}")),
+        Err(_) => Upload::Reset("the server neither answered nor closed".into()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_over_the_limit_is_always_413_never_a_reset() {
+    // The reported case: the default 1 MiB limit, 2 MiB uploads, chunked and declared,
+    // several clients at once. Before the fix the server closed with the rest of the
+    // upload unread, so its TCP stack reset the connection and the client saw no 413.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let handle = serve(
+        listener,
+        handler_fn(|_| async { HttpResponse::new(200) }),
+        ServerLimits::default(),
+    )
+    .await
+    .unwrap();
+    let addr = handle.local_addr();
+    let mut clients = tokio::task::JoinSet::new();
+    for client in 0..4 {
+        clients.spawn(async move {
+            let mut outcomes = Vec::new();
+            for n in 0..12 {
+                let chunked = (client + n) % 2 == 0;
+                outcomes.push((chunked, upload_2mib(addr, chunked).await));
+            }
+            outcomes
+        });
+    }
+    let mut failures = Vec::new();
+    let mut tries = 0;
+    while let Some(outcomes) = clients.join_next().await {
+        for (chunked, outcome) in outcomes.unwrap() {
+            tries += 1;
+            if outcome != Upload::Answered("HTTP/1.1 413 Payload Too Large".into()) {
+                failures.push((chunked, outcome));
+            }
+        }
+    }
+    assert_eq!(tries, 48);
+    assert!(
+        failures.is_empty(),
+        "{} of {tries} uploads did not get the 413: {failures:?}",
+        failures.len()
+    );
+    handle.shutdown(Duration::from_secs(1)).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_actor_slower_than_the_timeout_is_504() {
     let host = TestHost::new(Behavior::Slow(Duration::from_secs(10)));

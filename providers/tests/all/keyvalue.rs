@@ -803,6 +803,46 @@ async fn redis_down_at_start() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timed_out_increment_says_it_may_have_been_applied() {
+    // The reported case: Redis paused, a counter increment gives up after the response
+    // timeout, and once Redis runs again the increment turns out applied. The error the
+    // actor reads must say that this can happen.
+    let port = spare_port();
+    let server = start_redis(port);
+    let p = private_redis(port);
+    let a = linked(&p, "counter", LinkConfig::new()).await;
+    let bump = Increment {
+        key: "hits".into(),
+        delta: 1,
+    };
+    assert_eq!(call::<i64>(&p, &a, OP_INCREMENT, &bump).await.unwrap(), 1);
+
+    server.signal("STOP");
+    let result = raw(&p, &a, OP_INCREMENT, &bump).await;
+    server.signal("CONT");
+    let e = result.unwrap_err();
+    assert!(e.is_unavailable(), "{e:?}");
+    let text = e.to_string();
+    assert!(
+        text.contains("may or may not have been applied")
+            && text.contains("retry it only if it is idempotent"),
+        "{text}"
+    );
+
+    // Whether it was is the backend's business: here Redis ran it when it woke up.
+    until_it_works(&p, &a, b"thawed", Duration::from_secs(10)).await;
+    let hits = call::<Option<ByteBuf>>(&p, &a, OP_GET, &key("hits"))
+        .await
+        .unwrap()
+        .map(|b| String::from_utf8_lossy(&b).into_owned());
+    assert!(
+        matches!(hits.as_deref(), Some("1" | "2")),
+        "the counter is {hits:?}"
+    );
+    eprintln!("after the timed-out increment the counter is {hits:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_that_stops_answering() {
     let port = spare_port();
     let server = start_redis(port);

@@ -75,8 +75,9 @@ struct UpArgs {
     /// The host configuration (TOML); see docs/operations.md.
     #[arg(long, short, value_name = "FILE", default_value = "host.toml")]
     config: PathBuf,
-    /// Check the configuration, load the actors and start the providers, then stop
-    /// without serving.
+    /// Check the configuration, the actors, the policies, the providers' settings, the
+    /// links and that the backends answer, then exit; binds no port, so it can run beside
+    /// the host it checks.
     #[arg(long)]
     check: bool,
 }
@@ -252,15 +253,13 @@ fn up(args: &UpArgs) -> Result<()> {
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
         if args.check {
-            let running = sigil_host::up::start(&config).await?;
-            let status = running.runtime.status().await;
-            running.shutdown().await;
+            let report = sigil_host::up::check(&config).await?;
             println!(
                 "{}: ok ({} actors, {} providers, {} links)",
                 config.path.display(),
-                status.actors.len(),
-                status.providers.len(),
-                status.links
+                report.actors,
+                report.providers,
+                report.links
             );
             Ok(())
         } else {
