@@ -10,7 +10,7 @@
 //! | PUT | `/v1/links` | add a link (JSON body: `actor`, `contract_id`, `link_name`, `provider`, `config`) |
 //! | DELETE | `/v1/links/{actor}/{contract_id}/{link_name}` | remove a link |
 //! | GET | `/v1/runs` | JSON array of workflow runs: ID, workflow, status |
-//! | POST | `/v1/runs` | start a run (JSON body: `workflow`, a spec object or its YAML text, and `inputs`); `201` with `{"run": ID}` |
+//! | POST | `/v1/runs` | start a run (JSON body: `workflow`, a spec object or its YAML text, and `inputs`); `201` with `{"run": ID}`; `409` when a step names an actor no host runs |
 //! | GET | `/v1/runs/{id}` | a run's state |
 //! | DELETE | `/v1/runs/{id}` | cancel a run |
 //!
@@ -303,6 +303,7 @@ impl Admin {
                     Err(e @ (WorkflowError::Spec(_) | WorkflowError::NoSuchRun(_))) => {
                         text(400, &e.to_string())
                     }
+                    Err(e @ WorkflowError::NoHost { .. }) => text(409, &e.to_string()),
                     Err(e) => text(503, &e.to_string()),
                 }
             }

@@ -247,6 +247,8 @@ pub struct WorkflowSettings {
     pub max_concurrent: usize,
     /// Copies a NATS cluster keeps of the stream and the bucket (1 to 5).
     pub replicas: usize,
+    /// How long a queued step may wait with no host serving its actor before it fails.
+    pub no_host_timeout: Duration,
     /// Subjects that start a run per message.
     pub triggers: Vec<Located<Trigger>>,
 }
@@ -261,6 +263,7 @@ impl Default for WorkflowSettings {
             ack_wait: Duration::from_secs(30),
             max_concurrent: 64,
             replicas: 1,
+            no_host_timeout: Duration::from_secs(30),
             triggers: Vec::new(),
         }
     }
@@ -348,6 +351,7 @@ struct RawWorkflows {
     ack_wait: Option<Spanned<String>>,
     max_concurrent: Option<usize>,
     replicas: Option<Spanned<i64>>,
+    no_host_timeout: Option<Spanned<String>>,
     #[serde(default)]
     triggers: Vec<Spanned<RawTrigger>>,
 }
@@ -863,6 +867,16 @@ impl HostConfig {
                     )
                 })?;
         }
+        if let Some(d) = &raw_wf.no_host_timeout {
+            workflows.no_host_timeout = duration(d, "no_host_timeout")?;
+            if workflows.no_host_timeout.is_zero() {
+                return Err(source.error(
+                    d.span(),
+                    "no_host_timeout = \"0s\" would fail every step the moment no host \
+                     serves its actor; use a wait like \"30s\"",
+                ));
+            }
+        }
         for t in raw_wf.triggers {
             let line = source.line_of(t.span().start);
             let t = t.into_inner();
@@ -1113,6 +1127,30 @@ config = { prefix = "c:", allow = ["a", "b"], n = 3 }
             assert_eq!(e.line, 3, "{e}");
             assert!(e.message.contains("use 1 to 5"), "{e}");
         }
+    }
+
+    #[test]
+    fn no_host_timeout_setting() {
+        assert_eq!(
+            parse("").unwrap().workflows.no_host_timeout,
+            Duration::from_secs(30)
+        );
+        let c = parse("[workflows]\nno_host_timeout = \"2s\"\n").unwrap();
+        assert_eq!(c.workflows.no_host_timeout, Duration::from_secs(2));
+        let e = parse("[workflows]\nno_host_timeout = \"soon\"\n").unwrap_err();
+        assert_eq!(e.line, 2, "{e}");
+        assert!(
+            e.message
+                .contains("no_host_timeout = \"soon\" is not a duration"),
+            "{e}"
+        );
+        let e = parse("[workflows]\n\nno_host_timeout = \"0s\"\n").unwrap_err();
+        assert_eq!(e.line, 3, "{e}");
+        assert!(
+            e.message
+                .contains("no_host_timeout = \"0s\" would fail every step"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -1,5 +1,8 @@
 //! Workflows in a running host: the scheduler on the configured backend, a consumer per
-//! loaded actor, and the trigger subjects.
+//! loaded actor, a watch on steps no host serves, and the trigger subjects.
+//!
+//! A trigger subscribes in a queue group named after its workflow's spec, so hosts that
+//! share a trigger (the same subject and workflow) start one run per message between them.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -151,12 +154,14 @@ pub async fn start(
             host: config.name.clone(),
             max_concurrent: settings.max_concurrent,
             progress_interval: (settings.ack_wait / 3).max(std::time::Duration::from_millis(100)),
+            no_host_timeout: settings.no_host_timeout,
             ..SchedulerConfig::default()
         },
     );
     serve_actors(&scheduler, runtime)
         .await
         .map_err(|e| config.error_for("workflows.nats", e))?;
+    scheduler.watch_unserved();
 
     let mut triggers = Vec::new();
     for t in &settings.triggers {
@@ -166,14 +171,17 @@ pub async fn start(
         let base = trigger.workflow.parent().unwrap_or(Path::new("."));
         let routes =
             resolve_routes(&workflow, base, &config.policy, |_, _| Ok(())).map_err(|e| at(e.0))?;
+        let group = trigger_group(&workflow).map_err(at)?;
         let (workflow, routes) = (Arc::new(workflow), Arc::new(routes));
         let scheduler = scheduler.clone();
         let subject = trigger.subject.clone();
         let handle = match &backend {
             Backend::Nats(n) => {
                 let client = n.client().clone();
+                // One member of the group gets each message: one run per message however
+                // many hosts share the trigger.
                 let mut sub = client
-                    .subscribe(subject.clone())
+                    .queue_subscribe(subject.clone(), group)
                     .await
                     .map_err(|e| at(format!("cannot subscribe to trigger {subject:?}: {e}")))?;
                 tokio::spawn(async move {
@@ -188,7 +196,7 @@ pub async fn start(
             }
             Backend::Memory(_) => {
                 let mut sub = bus
-                    .subscribe(&subject, None)
+                    .subscribe(&subject, Some(&group))
                     .map_err(|e| at(format!("cannot subscribe to trigger {subject:?}: {e}")))?;
                 let bus = bus.clone();
                 tokio::spawn(async move {
@@ -208,6 +216,17 @@ pub async fn start(
         scheduler,
         triggers,
     })
+}
+
+/// The queue group of a trigger of `workflow`: named after its spec's hash, so hosts with
+/// the same workflow on a subject share each message, and different workflows on one
+/// subject each start their own run.
+fn trigger_group(workflow: &Workflow) -> Result<String, String> {
+    let (key, _) = workflow.stored_spec()?;
+    Ok(format!(
+        "sigil-trigger-{}",
+        key.strip_prefix("spec.").unwrap_or(key)
+    ))
 }
 
 fn workflow_name(path: &Path) -> String {

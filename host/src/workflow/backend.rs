@@ -143,6 +143,27 @@ pub trait StepQueue: Send + Sync + 'static {
     fn in_process(&self) -> bool {
         false
     }
+
+    /// Whether some consumer, in this process or on any host, takes the messages of
+    /// `route` now. A queue that cannot tell answers `true`.
+    async fn served(&self, _route: &str) -> Result<bool, BackendError> {
+        Ok(true)
+    }
+
+    /// The routes that hold messages now, delivered or not.
+    async fn backlog(&self) -> Result<Vec<String>, BackendError> {
+        Ok(Vec::new())
+    }
+
+    /// Up to `max` messages of `route` that are ready for delivery now, without waiting
+    /// for more: how the messages of a route that no consumer serves are reached.
+    async fn take(
+        &self,
+        _route: &str,
+        _max: usize,
+    ) -> Result<Vec<Box<dyn Delivery>>, BackendError> {
+        Ok(Vec::new())
+    }
 }
 
 /// Messages of one route, as they arrive.
@@ -160,6 +181,8 @@ pub trait Delivery: Send + Sync {
     fn message(&self) -> &StepMessage;
     /// How many times it has been delivered, this one included.
     fn delivered(&self) -> u64;
+    /// When the message was first queued (Unix milliseconds).
+    fn queued_ms(&self) -> u64;
     /// Done: never deliver it again.
     async fn ack(self: Box<Self>) -> Result<(), BackendError>;
     /// Deliver it again after `delay`.

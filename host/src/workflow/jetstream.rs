@@ -2,12 +2,18 @@
 //! key-value bucket (compare-and-set on the revision of each key) and step messages in a
 //! work-queue stream, one durable pull consumer per route shared by every host consuming it.
 //!
+//! Each consumer also answers on a presence subject of its route
+//! (`_SIGIL.serving.<prefix>.<route>`, a core NATS queue group), so anyone can ask whether
+//! some host serves a route now: no responders means none does.
+//!
 //! Setup is idempotent: the stream, the bucket and the consumers are created when missing
 //! and reused as they are when present, so hosts can start in any order. The bucket's stream
 //! is created here rather than with `create_key_value`, which reads account limits that
 //! servers older than 2.10 do not report.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -20,10 +26,24 @@ use async_nats::jetstream::{self, AckKind};
 use async_trait::async_trait;
 use futures::StreamExt;
 
+use async_nats::RequestErrorKind;
+use tokio::task::JoinHandle;
+
 use super::backend::{BackendError, Delivery, Entry, RunStore, StepMessage, StepQueue, StepStream};
+use super::state::now_ms;
 
 /// Most unacknowledged messages of one route in flight at once, over all hosts.
 const MAX_ACK_PENDING: i64 = 10_000;
+
+/// How long an answer that a route is served is trusted without asking again.
+const PRESENCE_TTL: Duration = Duration::from_secs(1);
+
+/// How long a presence request waits for an answer; a host that is there but too busy to
+/// answer in time counts as serving.
+const PRESENCE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The queue group of the presence responders: one answer is enough.
+const PRESENCE_GROUP: &str = "sigil-serving";
 
 /// Where and how the backend keeps its stream, bucket and consumers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,6 +95,20 @@ pub struct JetStreamBackend {
     jetstream: jetstream::Context,
     kv: kv::Store,
     options: JetStreamOptions,
+    presence: Arc<Presence>,
+}
+
+/// What this process knows about who serves which route.
+#[derive(Debug, Default)]
+struct Presence {
+    /// Routes consumed in this process, and by how many streams.
+    local: Mutex<HashMap<String, usize>>,
+    /// Routes some host answered for, and when.
+    seen: Mutex<HashMap<String, Instant>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl JetStreamBackend {
@@ -147,6 +181,7 @@ impl JetStreamBackend {
             jetstream,
             kv,
             options,
+            presence: Arc::default(),
         })
     }
 
@@ -163,6 +198,62 @@ impl JetStreamBackend {
     /// The subject of a route's messages.
     fn subject(&self, route: &str) -> String {
         format!("{}.{route}", self.options.subject_prefix)
+    }
+
+    /// The subject on which the consumers of a route answer that they are there (outside
+    /// the stream's subjects, so nothing sent there is stored).
+    fn presence_subject(&self, route: &str) -> String {
+        format!("_SIGIL.serving.{}.{route}", self.options.subject_prefix)
+    }
+
+    /// The durable consumer of a route, created when missing.
+    async fn consumer(&self, route: &str) -> Result<PullConsumer, BackendError> {
+        let name = durable_name(route);
+        let stream = self
+            .jetstream
+            .get_stream_no_info(&self.options.stream)
+            .await
+            .map_err(|err| unavailable(format!("opening stream {}", self.options.stream), err))?;
+        let config = pull::Config {
+            durable_name: Some(name.clone()),
+            filter_subject: self.subject(route),
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: self.options.ack_wait,
+            max_deliver: -1,
+            max_ack_pending: MAX_ACK_PENDING,
+            ..Default::default()
+        };
+        match stream.get_or_create_consumer(&name, config).await {
+            Ok(consumer) => Ok(consumer),
+            // Another host may have created it between our lookup and our creation.
+            Err(err) => stream
+                .get_consumer(&name)
+                .await
+                .map_err(|_| unavailable(format!("creating consumer {name}"), err)),
+        }
+    }
+
+    /// Answers presence requests for `route` until the returned task is aborted.
+    async fn answer_presence(&self, route: &str) -> Result<JoinHandle<()>, BackendError> {
+        let subject = self.presence_subject(route);
+        let mut requests = self
+            .client
+            .queue_subscribe(subject.clone(), PRESENCE_GROUP.to_string())
+            .await
+            .map_err(|err| unavailable(format!("subscribing to {subject}"), err))?;
+        // Once the server has the subscription, a presence request finds it.
+        self.client
+            .flush()
+            .await
+            .map_err(|err| unavailable(format!("subscribing to {subject}"), err))?;
+        let client = self.client.clone();
+        Ok(tokio::spawn(async move {
+            while let Some(request) = requests.next().await {
+                if let Some(reply) = request.reply {
+                    let _ = client.publish(reply, Bytes::new()).await;
+                }
+            }
+        }))
     }
 }
 
@@ -304,43 +395,140 @@ impl StepQueue for JetStreamBackend {
     }
 
     async fn consume(&self, route: &str) -> Result<Box<dyn StepStream>, BackendError> {
-        let name = durable_name(route);
-        let stream = self
-            .jetstream
-            .get_stream(&self.options.stream)
-            .await
-            .map_err(|err| unavailable(format!("opening stream {}", self.options.stream), err))?;
-        let config = pull::Config {
-            durable_name: Some(name.clone()),
-            filter_subject: self.subject(route),
-            ack_policy: AckPolicy::Explicit,
-            ack_wait: self.options.ack_wait,
-            max_deliver: -1,
-            max_ack_pending: MAX_ACK_PENDING,
-            ..Default::default()
-        };
-        let consumer: PullConsumer = match stream.get_or_create_consumer(&name, config).await {
-            Ok(consumer) => consumer,
-            // Another host may have created it between our lookup and our creation.
-            Err(err) => stream
-                .get_consumer(&name)
-                .await
-                .map_err(|_| unavailable(format!("creating consumer {name}"), err))?,
-        };
+        let consumer = self.consumer(route).await?;
         let messages = consumer
             .stream()
             .max_messages_per_batch(self.options.pull_batch.max(1))
             .heartbeat(Duration::from_secs(5))
             .messages()
             .await
-            .map_err(|err| unavailable(format!("consuming {name}"), err))?;
-        Ok(Box::new(JetStreamSteps { messages }))
+            .map_err(|err| unavailable(format!("consuming {}", durable_name(route)), err))?;
+        let responder = self.answer_presence(route).await?;
+        *lock(&self.presence.local)
+            .entry(route.to_string())
+            .or_default() += 1;
+        Ok(Box::new(JetStreamSteps {
+            messages,
+            responder,
+            route: route.to_string(),
+            presence: self.presence.clone(),
+        }))
+    }
+
+    async fn served(&self, route: &str) -> Result<bool, BackendError> {
+        if lock(&self.presence.local)
+            .get(route)
+            .is_some_and(|n| *n > 0)
+        {
+            return Ok(true);
+        }
+        if lock(&self.presence.seen)
+            .get(route)
+            .is_some_and(|at| at.elapsed() < PRESENCE_TTL)
+        {
+            return Ok(true);
+        }
+        let subject = self.presence_subject(route);
+        let asked = self
+            .client
+            .send_request(
+                subject.clone(),
+                async_nats::Request::new().timeout(Some(PRESENCE_TIMEOUT)),
+            )
+            .await;
+        match asked {
+            Ok(_) => {
+                let mut seen = lock(&self.presence.seen);
+                if seen.len() >= 4096 {
+                    seen.clear();
+                }
+                seen.insert(route.to_string(), Instant::now());
+                Ok(true)
+            }
+            Err(err) => match err.kind() {
+                RequestErrorKind::NoResponders => Ok(false),
+                // Someone is subscribed but did not answer in time: busy, not gone.
+                RequestErrorKind::TimedOut => Ok(true),
+                _ => Err(unavailable(format!("asking who serves {route}"), err)),
+            },
+        }
+    }
+
+    async fn backlog(&self) -> Result<Vec<String>, BackendError> {
+        let stream = self
+            .jetstream
+            .get_stream_no_info(&self.options.stream)
+            .await
+            .map_err(|err| unavailable(format!("opening stream {}", self.options.stream), err))?;
+        let prefix = format!("{}.", self.options.subject_prefix);
+        let mut subjects = stream
+            .info_with_subjects(format!("{prefix}>"))
+            .await
+            .map_err(|err| unavailable(format!("reading stream {}", self.options.stream), err))?;
+        let mut routes = Vec::new();
+        while let Some(subject) = subjects.next().await {
+            let (subject, count) = subject.map_err(|err| {
+                unavailable(format!("reading stream {}", self.options.stream), err)
+            })?;
+            if count > 0
+                && let Some(route) = subject.strip_prefix(&prefix)
+            {
+                routes.push(route.to_string());
+            }
+        }
+        Ok(routes)
+    }
+
+    async fn take(&self, route: &str, max: usize) -> Result<Vec<Box<dyn Delivery>>, BackendError> {
+        let consumer = self.consumer(route).await?;
+        let name = durable_name(route);
+        let mut batch = consumer
+            .fetch()
+            .max_messages(max.max(1))
+            .messages()
+            .await
+            .map_err(|err| unavailable(format!("fetching from {name}"), err))?;
+        let mut taken: Vec<Box<dyn Delivery>> = Vec::new();
+        let collect = async {
+            while let Some(message) = batch.next().await {
+                let message =
+                    message.map_err(|err| unavailable(format!("fetching from {name}"), err))?;
+                if let Some(delivery) = JetStreamDelivery::new(message).await {
+                    taken.push(Box::new(delivery));
+                }
+            }
+            Ok::<_, BackendError>(())
+        };
+        // The messages fetched so far stay with us (they are settled by the caller or
+        // redelivered after the ack wait) even if the rest does not come in time.
+        match tokio::time::timeout(self.options.request_timeout, collect).await {
+            Ok(Err(e)) if taken.is_empty() => return Err(e),
+            _ => {}
+        }
+        Ok(taken)
     }
 }
 
-/// The messages of one route, from its durable pull consumer.
+/// The messages of one route, from its durable pull consumer; while it lives, this
+/// process answers that it serves the route.
 struct JetStreamSteps {
     messages: pull::Stream,
+    responder: JoinHandle<()>,
+    route: String,
+    presence: Arc<Presence>,
+}
+
+impl Drop for JetStreamSteps {
+    fn drop(&mut self) {
+        self.responder.abort();
+        let mut local = lock(&self.presence.local);
+        if let Some(n) = local.get_mut(&self.route) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                local.remove(&self.route);
+            }
+        }
+    }
 }
 
 #[async_trait]
@@ -351,27 +539,8 @@ impl StepStream for JetStreamSteps {
                 Ok(message) => message,
                 Err(err) => return Some(Err(unavailable("receiving step messages", err))),
             };
-            match serde_json::from_slice::<StepMessage>(&message.payload) {
-                Ok(step) => {
-                    let delivered = message
-                        .info()
-                        .map_or(1, |info| u64::try_from(info.delivered).unwrap_or(1));
-                    return Some(Ok(Box::new(JetStreamDelivery {
-                        message,
-                        step,
-                        delivered,
-                    })));
-                }
-                Err(err) => {
-                    tracing::warn!(
-                        subject = %message.subject,
-                        error = %err,
-                        "dropping a message that is not a step message"
-                    );
-                    if let Err(err) = message.ack_with(AckKind::Term).await {
-                        tracing::warn!(error = %err, "could not terminate an invalid message");
-                    }
-                }
+            if let Some(delivery) = JetStreamDelivery::new(message).await {
+                return Some(Ok(Box::new(delivery)));
             }
         }
     }
@@ -382,6 +551,42 @@ struct JetStreamDelivery {
     message: jetstream::Message,
     step: StepMessage,
     delivered: u64,
+    queued_ms: u64,
+}
+
+impl JetStreamDelivery {
+    /// The delivery of `message`; a message that is not a step message is terminated
+    /// (never delivered again) and `None` answered.
+    async fn new(message: jetstream::Message) -> Option<Self> {
+        match serde_json::from_slice::<StepMessage>(&message.payload) {
+            Ok(step) => {
+                let (delivered, queued_ms) = message.info().map_or((1, now_ms()), |info| {
+                    let published = info.published.unix_timestamp_nanos() / 1_000_000;
+                    (
+                        u64::try_from(info.delivered).unwrap_or(1),
+                        u64::try_from(published).unwrap_or(0),
+                    )
+                });
+                Some(JetStreamDelivery {
+                    message,
+                    step,
+                    delivered,
+                    queued_ms,
+                })
+            }
+            Err(err) => {
+                tracing::warn!(
+                    subject = %message.subject,
+                    error = %err,
+                    "dropping a message that is not a step message"
+                );
+                if let Err(err) = message.ack_with(AckKind::Term).await {
+                    tracing::warn!(error = %err, "could not terminate an invalid message");
+                }
+                None
+            }
+        }
+    }
 }
 
 #[async_trait]
@@ -392,6 +597,10 @@ impl Delivery for JetStreamDelivery {
 
     fn delivered(&self) -> u64 {
         self.delivered
+    }
+
+    fn queued_ms(&self) -> u64 {
+        self.queued_ms
     }
 
     async fn ack(self: Box<Self>) -> Result<(), BackendError> {

@@ -2,7 +2,7 @@
 //! single host with no server.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -11,6 +11,7 @@ use bytes::Bytes;
 use tokio::sync::Notify;
 
 use super::backend::{BackendError, Delivery, Entry, RunStore, StepMessage, StepQueue, StepStream};
+use super::state::now_ms;
 
 /// Run state and step queues in this process. Clones share everything.
 #[derive(Clone, Default)]
@@ -47,13 +48,17 @@ struct Inner {
 struct Route {
     ready: Mutex<VecDeque<Queued>>,
     arrived: Notify,
+    /// Streams consuming it now.
+    consumers: AtomicUsize,
 }
 
-/// A message waiting in a route: its ID and how often it was delivered before.
+/// A message waiting in a route: its ID, how often it was delivered before, and when it
+/// was first queued.
 struct Queued {
     message: StepMessage,
     id: Arc<str>,
     delivered: u64,
+    queued_ms: u64,
 }
 
 impl Route {
@@ -150,13 +155,16 @@ impl StepQueue for MemoryBackend {
             message: message.clone(),
             id,
             delivered: 0,
+            queued_ms: now_ms(),
         });
         Ok(())
     }
 
     async fn consume(&self, route: &str) -> Result<Box<dyn StepStream>, BackendError> {
+        let route = self.route(route);
+        route.consumers.fetch_add(1, Ordering::SeqCst);
         Ok(Box::new(MemoryStream {
-            route: self.route(route),
+            route,
             live: self.inner.live.clone(),
         }))
     }
@@ -164,11 +172,46 @@ impl StepQueue for MemoryBackend {
     fn in_process(&self) -> bool {
         true
     }
+
+    async fn served(&self, route: &str) -> Result<bool, BackendError> {
+        Ok(lock(&self.inner.routes)
+            .get(route)
+            .is_some_and(|r| r.consumers.load(Ordering::SeqCst) > 0))
+    }
+
+    async fn backlog(&self) -> Result<Vec<String>, BackendError> {
+        Ok(lock(&self.inner.routes)
+            .iter()
+            .filter(|(_, r)| !lock(&r.ready).is_empty())
+            .map(|(name, _)| name.clone())
+            .collect())
+    }
+
+    async fn take(&self, route: &str, max: usize) -> Result<Vec<Box<dyn Delivery>>, BackendError> {
+        let route = self.route(route);
+        let taken: Vec<Queued> = {
+            let mut ready = lock(&route.ready);
+            let n = max.min(ready.len());
+            ready.drain(..n).collect()
+        };
+        Ok(taken
+            .into_iter()
+            .map(|queued| {
+                Box::new(MemoryDelivery::new(&route, &self.inner.live, queued)) as Box<dyn Delivery>
+            })
+            .collect())
+    }
 }
 
 struct MemoryStream {
     route: Arc<Route>,
     live: Arc<Mutex<HashSet<Arc<str>>>>,
+}
+
+impl Drop for MemoryStream {
+    fn drop(&mut self) {
+        self.route.consumers.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 #[async_trait]
@@ -180,14 +223,11 @@ impl StepStream for MemoryStream {
             arrived.as_mut().enable();
             let next = lock(&self.route.ready).pop_front();
             if let Some(queued) = next {
-                return Some(Ok(Box::new(MemoryDelivery {
-                    route: self.route.clone(),
-                    live: self.live.clone(),
-                    message: queued.message,
-                    id: queued.id,
-                    delivered: queued.delivered + 1,
-                    settled: AtomicBool::new(false),
-                })));
+                return Some(Ok(Box::new(MemoryDelivery::new(
+                    &self.route,
+                    &self.live,
+                    queued,
+                ))));
             }
             arrived.await;
         }
@@ -201,16 +241,31 @@ struct MemoryDelivery {
     message: StepMessage,
     id: Arc<str>,
     delivered: u64,
+    queued_ms: u64,
     settled: AtomicBool,
 }
 
 impl MemoryDelivery {
+    /// The next delivery of `queued`.
+    fn new(route: &Arc<Route>, live: &Arc<Mutex<HashSet<Arc<str>>>>, queued: Queued) -> Self {
+        MemoryDelivery {
+            route: route.clone(),
+            live: live.clone(),
+            message: queued.message,
+            id: queued.id,
+            delivered: queued.delivered + 1,
+            queued_ms: queued.queued_ms,
+            settled: AtomicBool::new(false),
+        }
+    }
+
     /// The message again, for a later delivery.
     fn again(&self) -> Queued {
         Queued {
             message: self.message.clone(),
             id: self.id.clone(),
             delivered: self.delivered,
+            queued_ms: self.queued_ms,
         }
     }
 }
@@ -223,6 +278,10 @@ impl Delivery for MemoryDelivery {
 
     fn delivered(&self) -> u64 {
         self.delivered
+    }
+
+    fn queued_ms(&self) -> u64 {
+        self.queued_ms
     }
 
     async fn ack(self: Box<Self>) -> Result<(), BackendError> {

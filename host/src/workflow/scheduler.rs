@@ -61,6 +61,17 @@ pub enum WorkflowError {
     /// No run has this ID.
     #[error("no run {0}")]
     NoSuchRun(String),
+    /// A step names an actor that no host serves now.
+    #[error(
+        "step {step:?}: no host runs actor {actor}; start a host that loads it (or fix the \
+         step's actor), then submit the run again"
+    )]
+    NoHost {
+        /// The step.
+        step: String,
+        /// Its actor, as the spec names it.
+        actor: String,
+    },
     /// A stored run could not be read.
     #[error("run {id} is stored in a form this host cannot read: {message}")]
     Corrupt {
@@ -86,6 +97,9 @@ pub struct SchedulerConfig {
     /// How long a step runs before its claim is written: a shorter step is claimed by
     /// the write of its result, which saves a round trip to the store per step.
     pub claim_after: Duration,
+    /// How long a queued step may wait with no host serving its actor before it fails
+    /// (time with hosts present but busy does not count).
+    pub no_host_timeout: Duration,
 }
 
 impl Default for SchedulerConfig {
@@ -96,6 +110,7 @@ impl Default for SchedulerConfig {
             progress_interval: Duration::from_secs(5),
             patience: Duration::from_secs(120),
             claim_after: Duration::from_millis(20),
+            no_host_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -291,6 +306,7 @@ impl Scheduler {
         if may_exist && self.patiently(|| self.store.get(&key)).await?.is_some() {
             return Ok(false);
         }
+        self.check_served(workflow, &run).await?;
         // Over the network the first steps are queued before the run is stored: a
         // submitter that dies in between leaves messages of an unknown run, which hosts
         // drop after a grace period, never a stored run without messages. (A consumer
@@ -342,6 +358,38 @@ impl Scheduler {
         }
         tracing::info!(run = %id, workflow = %workflow.spec.name, "run submitted");
         Ok(true)
+    }
+
+    /// Refuses a run with a step whose actor no host serves now: it would wait for
+    /// nothing. (A host that stops later is covered by [`Scheduler::watch_unserved`].)
+    async fn check_served(&self, workflow: &Workflow, run: &RunState) -> Result<(), WorkflowError> {
+        let mut checked: HashMap<&str, bool> = HashMap::new();
+        for step in &workflow.spec.steps {
+            let Some(state) = run.steps.get(&step.name) else {
+                continue;
+            };
+            let served = match checked.get(state.route.as_str()) {
+                Some(served) => *served,
+                None => {
+                    let served = self.patiently(|| self.queue.served(&state.route)).await?;
+                    checked.insert(&state.route, served);
+                    served
+                }
+            };
+            if !served {
+                let named = route_actor(&state.route);
+                let actor = if step.actor.trim() == named {
+                    named.to_string()
+                } else {
+                    format!("{} ({named})", step.actor.trim())
+                };
+                return Err(WorkflowError::NoHost {
+                    step: step.name.clone(),
+                    actor,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Stores a spec once under `spec.<hash of its JSON>`; answers the key.
@@ -506,6 +554,138 @@ impl Scheduler {
         });
         lock(&self.consumers).push(consumer);
         Ok(())
+    }
+
+    /// Starts watching for steps whose actor no host serves: such a step fails, with an
+    /// error naming the actor, once it has waited [`SchedulerConfig::no_host_timeout`]
+    /// with no host serving its route. Every host may watch; the queue hands each
+    /// message to one of them, and the failure is written with compare-and-set.
+    pub fn watch_unserved(self: &Arc<Self>) {
+        let me = self.clone();
+        let timeout = self.config.no_host_timeout;
+        let every = (timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
+        let watcher = tokio::spawn(async move {
+            // Since when (Unix ms) this host has seen each route with messages and no host.
+            let mut unserved: HashMap<String, u64> = HashMap::new();
+            let mut ticks = tokio::time::interval(every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticks.tick().await;
+                if let Err(e) = me.sweep(&mut unserved, timeout).await {
+                    tracing::debug!(error = %e, "cannot look for steps no host serves");
+                }
+            }
+        });
+        lock(&self.consumers).push(watcher);
+    }
+
+    /// One look at the routes holding messages: fails the steps that waited too long
+    /// with no host serving them.
+    async fn sweep(
+        &self,
+        unserved: &mut HashMap<String, u64>,
+        timeout: Duration,
+    ) -> Result<(), WorkflowError> {
+        let backlog = self.queue.backlog().await?;
+        unserved.retain(|route, _| backlog.contains(route));
+        let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        for route in backlog {
+            if self.queue.served(&route).await? {
+                unserved.remove(&route);
+                continue;
+            }
+            let now = now_ms();
+            let since = *unserved.entry(route.clone()).or_insert(now);
+            if now.saturating_sub(since) < timeout_ms {
+                continue;
+            }
+            let taken = self.queue.take(&route, 64).await?;
+            // A host may have come in the meantime: it takes them.
+            let served = !taken.is_empty() && self.queue.served(&route).await?;
+            for delivery in taken {
+                let waited = now_ms().saturating_sub(since.max(delivery.queued_ms()));
+                if served || waited < timeout_ms {
+                    let _ = delivery.nak(Duration::ZERO).await;
+                } else {
+                    self.fail_unserved(delivery, &route, timeout).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Fails the step of `delivery`, which waited `timeout` with no host serving `route`.
+    async fn fail_unserved(&self, delivery: Box<dyn Delivery>, route: &str, timeout: Duration) {
+        let msg = delivery.message().clone();
+        let delivered = delivery.delivered();
+        let key = run_key(&msg.run);
+        let read = match self.patiently(|| self.store.get_run(&key)).await {
+            Ok(read) => read,
+            Err(e) => {
+                tracing::warn!(run = %msg.run, step = %msg.step, error = %e, "cannot read the run of a step no host serves");
+                let _ = delivery.nak(Duration::ZERO).await;
+                return;
+            }
+        };
+        let decision = read
+            .as_ref()
+            .map(|(run, _)| would_claim(run, &msg.step, "", delivered).0);
+        match (decision, read) {
+            (Some(Claim::Run), Some((run, revision))) => {
+                let workflow = self.workflow(&run).await.ok();
+                let error = format!(
+                    "no host runs actor {}: the step waited {timeout:?} (no_host_timeout) with \
+                     no host serving route {route}; start a host that loads it, then submit \
+                     the run again",
+                    route_actor(route)
+                );
+                tracing::warn!(run = %msg.run, step = %msg.step, %error, "step failed");
+                let recorded = self
+                    .modify_from(&msg.run, Some((run, revision)), |run| {
+                        fail_unserved_step(run, workflow.as_deref(), &msg.step, delivered, &error)
+                    })
+                    .await;
+                match recorded {
+                    Ok(Some((Recorded::Advance(next), run, _))) => {
+                        if let Some(s) = run.steps.get(&msg.step) {
+                            let _ = self.events.send(StepEvent {
+                                run: run.id.clone(),
+                                step: msg.step.clone(),
+                                status: s.status,
+                                run_status: run.status,
+                            });
+                        }
+                        let published = self.publish(&run.id, &next).await;
+                        self.settle(delivery, published).await;
+                    }
+                    Ok(_) => {
+                        let _ = delivery.ack().await;
+                    }
+                    Err(e) => {
+                        tracing::warn!(run = %msg.run, step = %msg.step, error = %e, "cannot fail a step no host serves");
+                        let _ = delivery.nak(Duration::ZERO).await;
+                    }
+                }
+            }
+            (Some(Claim::Done), Some((run, _))) => {
+                self.settle(delivery, self.publish_queued(&run).await).await;
+            }
+            (Some(Claim::Ignore), _) => {
+                let _ = delivery.ack().await;
+            }
+            (Some(Claim::Stale), _) => drop(delivery),
+            _ => {
+                // The run is not stored (yet): drop the message once its submitter would
+                // have given up, as a host would.
+                let grace = self.config.patience + UNKNOWN_RUN_RETRY * 4;
+                let age = now_ms().saturating_sub(delivery.queued_ms());
+                if u128::from(age) > grace.as_millis() {
+                    let _ = delivery.ack().await;
+                } else {
+                    let _ = delivery.nak(Duration::ZERO).await;
+                }
+            }
+        }
     }
 
     /// Stops consuming; steps in progress are abandoned unacknowledged, so the queue
@@ -695,11 +875,7 @@ impl Scheduler {
             .map_err(|e| (format!("cannot build the input: {e}"), false))?;
         let payload = rmp_serde::to_vec_named(&input)
             .map_err(|e| (format!("cannot encode the input: {e}"), false))?;
-        let route = &run.steps[step_name].route;
-        let actor = route
-            .strip_prefix("key.")
-            .or_else(|| route.strip_prefix("name."))
-            .unwrap_or(route);
+        let actor = route_actor(&run.steps[step_name].route);
         // The run and step, for the policy's decisions on the actor's capability calls.
         let here = crate::policy::WorkflowStep {
             run: run.id.clone(),
@@ -882,6 +1058,66 @@ fn claim(run: &mut RunState, step: &str, token: &str, host: &str, delivered: u64
     (decision, writes)
 }
 
+/// The actor a route names: its public key or name.
+fn route_actor(route: &str) -> &str {
+    route
+        .strip_prefix("key.")
+        .or_else(|| route.strip_prefix("name."))
+        .unwrap_or(route)
+}
+
+/// Fails a step that no host served, when it is still waiting (or its host went silent),
+/// and applies its failure policy to the run.
+fn fail_unserved_step(
+    run: &mut RunState,
+    workflow: Option<&Workflow>,
+    step: &str,
+    delivered: u64,
+    error: &str,
+) -> (Recorded, bool) {
+    match would_claim(run, step, "", delivered).0 {
+        Claim::Run => {}
+        Claim::Done => return (Recorded::Advance(run.queued()), false),
+        _ => return (Recorded::Stale, false),
+    }
+    let Some(s) = run.steps.get_mut(step) else {
+        return (Recorded::Stale, false);
+    };
+    s.failures += 1;
+    s.token = None;
+    s.error = Some(error.to_string());
+    fail_step(run, step, error, now_ms());
+    (Recorded::Advance(next_steps(run, workflow)), true)
+}
+
+/// Marks `step` failed for good and, when its policy says so, the run with it.
+fn fail_step(run: &mut RunState, step: &str, message: &str, now: u64) {
+    let Some(s) = run.steps.get_mut(step) else {
+        return;
+    };
+    s.status = StepStatus::Failed;
+    s.finished_ms = Some(now);
+    let fails_run = s.on_failure == super::spec::OnFailure::Fail;
+    if fails_run && !run.status.is_final() {
+        run.status = RunStatus::Failed;
+        run.error = Some(format!("step {step} failed: {message}"));
+        run.finished_ms = Some(now);
+        run.cancel_waiting();
+    }
+}
+
+/// After a step ended: queues the steps that became ready (answered with their routes)
+/// and ends the run when every step is final.
+fn next_steps(run: &mut RunState, workflow: Option<&Workflow>) -> Vec<(String, String)> {
+    let next = run.advance();
+    if !run.status.is_final() && run.all_final() {
+        finish(run, workflow);
+    }
+    next.into_iter()
+        .filter_map(|n| run.steps.get(&n).map(|s| (n, s.route.clone())))
+        .collect()
+}
+
 /// Who ran an attempt, for recording it.
 struct Attempt<'a> {
     token: &'a str,
@@ -944,26 +1180,10 @@ fn record(
                     .unwrap_or(Duration::from_secs(1));
                 return (Recorded::Retry(delay), true);
             }
-            s.status = StepStatus::Failed;
-            s.finished_ms = Some(now);
-            let fails_run = s.on_failure == super::spec::OnFailure::Fail;
-            if fails_run && !run.status.is_final() {
-                run.status = RunStatus::Failed;
-                run.error = Some(format!("step {step} failed: {message}"));
-                run.finished_ms = Some(now);
-                run.cancel_waiting();
-            }
+            fail_step(run, step, message, now);
         }
     }
-    let next = run.advance();
-    if !run.status.is_final() && run.all_final() {
-        finish(run, workflow);
-    }
-    let routes = next
-        .into_iter()
-        .filter_map(|n| run.steps.get(&n).map(|s| (n, s.route.clone())))
-        .collect();
-    (Recorded::Advance(routes), true)
+    (Recorded::Advance(next_steps(run, workflow)), true)
 }
 
 /// Ends a run whose steps are all final: renders its outputs.

@@ -16,8 +16,9 @@ use sigil_host::workflow::spec::Workflow;
 use sigil_host::workflow::state::{RunState, RunStatus, StepStatus};
 
 use crate::common::*;
-use crate::providers::{Server, spare_port, wait_for_port};
+use crate::providers::{Server, http_request, spare_port, wait_for_port};
 use crate::workflow::routes;
+use sigil_host::workflow::routes::resolve_remote_routes;
 
 const NATS: &str = "nats://127.0.0.1:4222";
 
@@ -92,6 +93,16 @@ pub(crate) fn start_host(dir: &Path, name: &str, extra: &str) -> Server {
     let server = Server(child);
     wait_for_port(admin);
     server
+}
+
+/// The admin address of a host started by [`start_host`] in `dir`.
+fn admin_of(dir: &Path, name: &str) -> std::net::SocketAddr {
+    let config = std::fs::read_to_string(dir.join(format!("{name}.toml"))).unwrap();
+    let line = config
+        .lines()
+        .find_map(|l| l.strip_prefix("admin_address = "))
+        .unwrap();
+    line.trim_matches('"').parse().unwrap()
 }
 
 fn probe_wasm() -> Vec<u8> {
@@ -355,4 +366,152 @@ outputs: "${{ steps.d.output }}"
     for (name, s) in &run.steps {
         assert_eq!(s.status, StepStatus::Succeeded, "{name}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_hosts_sharing_a_trigger_start_one_run_per_message() {
+    let names = Names::new();
+    let dir = tempfile::tempdir().unwrap();
+    let subject = format!("t.{}.start", uuid::Uuid::new_v4().simple());
+    std::fs::write(
+        dir.path().join("once.yaml"),
+        "version: 1\nname: once\ninputs: { n: {} }\nsteps:\n  - { name: a, actor: probe, operation: echo, input: \"${{ inputs.n }}\" }\noutputs: \"${{ steps.a.output }}\"\n",
+    )
+    .unwrap();
+    let section = format!(
+        "{}\n[[workflows.triggers]]\nsubject = \"{subject}\"\nworkflow = \"once.yaml\"\n",
+        names.section(NATS, "5s")
+    );
+    let _hosts: Vec<Server> = ["t1", "t2", "t3"]
+        .iter()
+        .map(|n| start_host(dir.path(), n, &section))
+        .collect();
+    let nats = async_nats::connect(NATS).await.unwrap();
+    let scheduler = client(&names, NATS).await;
+    let mut replied = Vec::new();
+    for n in 0..4 {
+        let reply = tokio::time::timeout(
+            Duration::from_secs(10),
+            nats.request(subject.clone(), format!(r#"{{"n": {n}}}"#).into()),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        let answer: Value = serde_json::from_slice(&reply.payload).unwrap();
+        let id = answer["run"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{answer}"))
+            .to_string();
+        // The run the requester was told about is the one that runs.
+        let run = wait_end(&scheduler, &id, Duration::from_secs(30)).await;
+        assert_eq!(run.status, RunStatus::Succeeded, "{run:#?}");
+        assert_eq!(run.outputs, Some(json!(n)));
+        replied.push(id);
+    }
+    // Give a second run of any message time to show up, then count them.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (status, runs) = tokio::task::spawn_blocking({
+        let admin = admin_of(dir.path(), "t2");
+        move || http_request(admin, "GET", "/v1/runs", &[], "")
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{runs}");
+    let runs: Vec<Value> = serde_json::from_str(&runs).unwrap();
+    let mut ids: Vec<String> = runs
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    replied.sort();
+    assert_eq!(ids, replied, "one message, one run: {runs:#?}");
+    names.clean(NATS).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_no_host_serves_fails_after_the_wait_and_is_refused_at_submit() {
+    let names = Names::new();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("other.wasm"),
+        sign(&probe_wasm(), "other", &[]).bytes,
+    )
+    .unwrap();
+    let section = format!("{}no_host_timeout = \"1s\"\n", names.section(NATS, "2s"));
+    // `busy` runs the probe, one step at a time; `other` runs the actor the last step names.
+    let busy = start_host(dir.path(), "busy", &section);
+    let other = start_host(
+        dir.path(),
+        "other",
+        &format!("[[actors]]\npath = \"other.wasm\"\n\n{section}"),
+    );
+    let scheduler = client(&names, NATS).await;
+    let workflow = Workflow::from_yaml(
+        r#"
+version: 1
+name: orphaned
+steps:
+  - { name: s1, actor: probe, operation: spin, input: 1 }
+  - { name: s2, actor: probe, operation: spin, input: 2 }
+  - { name: s3, actor: probe, operation: spin, input: 3 }
+  - { name: last, actor: other, operation: echo, depends: [s1, s2, s3] }
+"#,
+    )
+    .unwrap();
+    let routes = resolve_remote_routes(&workflow).unwrap();
+    let id = scheduler
+        .submit(&workflow, BTreeMap::new(), &routes)
+        .await
+        .unwrap();
+    // The only host of `other` goes away before the last step is queued.
+    drop(other);
+
+    let run = wait_end(&scheduler, &id, Duration::from_secs(60)).await;
+    assert_eq!(run.status, RunStatus::Failed, "{run:#?}");
+    // The spin steps queued behind a busy host for longer than the wait, and still ran.
+    for step in ["s1", "s2", "s3"] {
+        let s = &run.steps[step];
+        assert_eq!(s.status, StepStatus::Succeeded, "{step}: {s:?}");
+        assert_eq!(s.failures, 0, "{step}: {s:?}");
+    }
+    let last = &run.steps["last"];
+    assert_eq!(last.status, StepStatus::Failed, "{last:?}");
+    assert_eq!(last.attempts, 0, "{last:?}");
+    let expected = "no host runs actor other: the step waited 1s (no_host_timeout) with no \
+                    host serving route name.other; start a host that loads it, then submit \
+                    the run again";
+    assert_eq!(last.error.as_deref(), Some(expected));
+    assert_eq!(
+        run.error.as_deref(),
+        Some(format!("step last failed: {expected}").as_str())
+    );
+
+    // Now that no host runs `other`, a run naming it is refused at submit, by a
+    // submitter on the same NATS server and over the admin API of a host.
+    let err = scheduler
+        .submit(&workflow, BTreeMap::new(), &routes)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "step \"last\": no host runs actor other; start a host that loads it (or fix the \
+         step's actor), then submit the run again"
+    );
+    let body = json!({ "workflow": { "version": 1, "name": "orphaned", "steps": [
+        { "name": "only", "actor": "other", "operation": "echo" } ] } })
+    .to_string();
+    let admin = admin_of(dir.path(), "busy");
+    let (status, why) =
+        tokio::task::spawn_blocking(move || http_request(admin, "POST", "/v1/runs", &[], &body))
+            .await
+            .unwrap();
+    assert_eq!(status, 409, "{why}");
+    assert!(
+        why.contains("step \"only\": no host runs actor other;"),
+        "{why}"
+    );
+    // The refused runs were not stored.
+    assert_eq!(scheduler.list().await.unwrap().len(), 1);
+    drop(busy);
+    names.clean(NATS).await;
 }

@@ -428,3 +428,37 @@ config = {{ root = "argo-staging" }}
         "{foreign}"
     );
 }
+
+#[test]
+fn a_run_naming_an_actor_no_host_runs_is_refused_at_submit() {
+    // The embedded host knows its own actors: a step naming another is refused before
+    // anything is stored, naming the step and the actor, instead of waiting forever.
+    let host = start();
+    let auth = [("authorization", "Bearer admin-secret")];
+    let body = json!({ "workflow": { "version": 1, "name": "orphan", "steps": [
+        { "name": "first", "actor": "probe", "operation": "echo" },
+        { "name": "second", "actor": "nobody", "operation": "echo", "depends": ["first"] } ] } })
+    .to_string();
+    let (status, why) = http_request(host.admin, "POST", "/v1/runs", &auth, &body);
+    assert_eq!(status, 409, "{why}");
+    assert_eq!(
+        why.trim(),
+        "step \"second\": no host runs actor nobody; start a host that loads it (or fix the \
+         step's actor), then submit the run again"
+    );
+    // By public key too.
+    let key = sign(&probe(), "elsewhere", &[]).subject;
+    let body = json!({ "workflow": { "version": 1, "name": "orphan", "steps": [
+        { "name": "only", "actor": key, "operation": "echo" } ] } })
+    .to_string();
+    let (status, why) = http_request(host.admin, "POST", "/v1/runs", &auth, &body);
+    assert_eq!(status, 409, "{why}");
+    assert!(
+        why.contains(&format!("step \"only\": no host runs actor {key};")),
+        "{why}"
+    );
+    // Nothing was stored.
+    let (status, runs) = http_request(host.admin, "GET", "/v1/runs", &[], "");
+    assert_eq!(status, 200);
+    assert_eq!(serde_json::from_str::<Value>(&runs).unwrap(), json!([]));
+}
