@@ -324,7 +324,11 @@ async fn a_step_whose_actor_nobody_serves_any_more_fails_after_the_wait() {
     // One backend, two schedulers: `main` runs the probe and watches for steps no one
     // serves; `other` runs the actor of step `b`, and stops once the run is accepted.
     let backend = MemoryBackend::new();
-    let host = host_with(test_limits());
+    // Room for the spinning step on a loaded machine.
+    let host = host_with(Limits {
+        deadline: Duration::from_secs(10),
+        ..test_limits()
+    });
     host.load_actor(sign(&probe(), "probe", &[]).bytes).unwrap();
     host.load_actor(sign(&probe(), "other", &[]).bytes).unwrap();
     let host = Arc::new(host);
