@@ -318,3 +318,84 @@ async fn bad_inputs_are_refused_before_anything_runs() {
     assert!(err.to_string().contains("no input \"extra\""), "{err}");
     assert!(f.scheduler.list().await.unwrap().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_whose_actor_nobody_serves_any_more_fails_after_the_wait() {
+    // One backend, two schedulers: `main` runs the probe and watches for steps no one
+    // serves; `other` runs the actor of step `b`, and stops once the run is accepted.
+    let backend = MemoryBackend::new();
+    // Room for the spinning step on a loaded machine.
+    let host = host_with(Limits {
+        deadline: Duration::from_secs(10),
+        ..test_limits()
+    });
+    host.load_actor(sign(&probe(), "probe", &[]).bytes).unwrap();
+    host.load_actor(sign(&probe(), "other", &[]).bytes).unwrap();
+    let host = Arc::new(host);
+    let scheduler = |name: &str| {
+        Scheduler::new(
+            Arc::new(backend.clone()),
+            Arc::new(backend.clone()),
+            host.clone(),
+            SchedulerConfig {
+                host: name.into(),
+                no_host_timeout: Duration::from_millis(300),
+                ..SchedulerConfig::default()
+            },
+        )
+    };
+    let main = scheduler("main");
+    main.serve("name.probe").await.unwrap();
+    main.watch_unserved();
+    let other = scheduler("other");
+    other.serve("name.other").await.unwrap();
+
+    let workflow = Workflow::from_yaml(
+        r#"
+version: 1
+name: gone
+steps:
+  - { name: a, actor: probe, operation: spin, input: 1 }
+  - { name: b, actor: other, operation: echo, depends: [a], on_failure: continue }
+  - { name: c, actor: probe, operation: echo, depends: [b], input: "${{ steps.b.error }}" }
+outputs: "${{ steps.c.output }}"
+"#,
+    )
+    .unwrap();
+    let routes: HashMap<String, String> = [
+        ("a".to_string(), "name.probe".to_string()),
+        ("b".to_string(), "name.other".to_string()),
+        ("c".to_string(), "name.probe".to_string()),
+    ]
+    .into();
+    let id = main
+        .submit(&workflow, BTreeMap::new(), &routes)
+        .await
+        .unwrap();
+    other.stop();
+
+    let run = tokio::time::timeout(Duration::from_secs(30), main.wait(&id, |_| {}))
+        .await
+        .expect("the run waited for a step no one serves")
+        .unwrap();
+    let expected = "no host runs actor other: the step waited 300ms (no_host_timeout) with no \
+                    host serving route name.other; start a host that loads it, then submit \
+                    the run again";
+    // `on_failure: continue`: the run goes on, and the next step reads the error.
+    assert_eq!(run.status, RunStatus::Succeeded, "{run:#?}");
+    assert_eq!(run.steps["b"].status, StepStatus::Failed);
+    assert_eq!(run.steps["b"].error.as_deref(), Some(expected));
+    assert_eq!(run.outputs, Some(json!(expected)));
+
+    // Now the submitter knows no one serves `other`: refused, and nothing stored.
+    let err = main
+        .submit(&workflow, BTreeMap::new(), &routes)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "step \"b\": no host runs actor other; start a host that loads it (or fix the \
+         step's actor), then submit the run again"
+    );
+    assert_eq!(main.list().await.unwrap().len(), 1);
+}
