@@ -264,7 +264,7 @@ impl Plugin {
             // No store: an input artifact stays a location in Argo's repository.
             if let Some((name, _)) = declared.first() {
                 return Err(format!(
-                    "the template declares output artifact `{name}`, but this host has no                      artifact store: configure [argo.artifacts]"
+                    "the template declares output artifact `{name}`, but this host has no artifact store: configure [argo.artifacts]"
                 ));
             }
             return Ok(declared);
@@ -352,7 +352,7 @@ impl Plugin {
                 );
             store.stage_out(id, &object, &key).await.map_err(|e| {
                 format!(
-                    "output artifact `{name}`: {e} (a step writes it with PutObject to                      container `{id}`, object `{object}`)"
+                    "output artifact `{name}`: {e} (a step writes it with PutObject to container `{id}`, object `{object}`)"
                 )
             })?;
             let mut artifact = declared.clone();
