@@ -1,21 +1,32 @@
 //! Workflow step dispatch: latency from submitting a one-step run to its result being
 //! stored (p50, p99), and throughput in steps per second, with 1, 2 and 3 hosts on NATS
 //! JetStream and on the in-process backend; and, for comparison, a native process spawned
-//! per step (the floor under a container per step).
+//! per step (the floor under a container per step). Then the Argo executor plugin's
+//! request path: one-step `plugin.sigil` requests for the `markdown` example actor, a new
+//! run each, answered once the run has ended, embedded and on JetStream.
 //!
 //! "Hosts" here are schedulers with their own NATS connection in one process (the machine
 //! has two cores either way). Needs NATS with JetStream on 127.0.0.1:4222.
-//! Run: `cargo bench -p sigil-host --bench workflows`.
+//! Run: `cargo bench -p sigil-host --bench workflows`. `SIGIL_BENCH_ONLY=WORD` measures only
+//! the parts whose label (`steps/embedded`, `steps/jetstream`, `steps/process`,
+//! `argo/embedded`, `argo/jetstream`) contains WORD.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[path = "common/mod.rs"]
 mod common;
 
+use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use sigil_claims::KeyStore;
+use sigil_host::build::{BuildOptions, build};
+use sigil_host::up::argo::serve_argo;
 use sigil_host::workflow::jetstream::{JetStreamBackend, JetStreamOptions};
 use sigil_host::workflow::memory::MemoryBackend;
 use sigil_host::workflow::scheduler::{Scheduler, SchedulerConfig, StepEvent};
@@ -171,6 +182,187 @@ async fn throughput(cluster: &Cluster, total: u64) -> Duration {
     started.elapsed()
 }
 
+/// Builds and signs the `markdown` example actor (cached under `target/guests`).
+fn markdown_actor() -> Vec<u8> {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let keys = tempfile::tempdir().unwrap();
+    let target = repo.join("target").join("guests");
+    let mut opts = BuildOptions::new(KeyStore::new(keys.path()));
+    opts.target_dir = Some(target.clone());
+    opts.out_dir = Some(target.join("signed-bench-workflows"));
+    opts.quiet = true;
+    let built = build(&repo.join("examples"), &opts).expect("build the example actors");
+    let markdown = built.iter().find(|b| b.name == "markdown").unwrap();
+    std::fs::read(&markdown.path).unwrap()
+}
+
+const ARGO_TOKEN: &str = "bench-token";
+
+/// The Argo executor plugin endpoint of one host running the markdown actor, on one
+/// backend, and a kept-alive HTTP/1.1 connection to it.
+struct ArgoEndpoint {
+    scheduler: Arc<Scheduler>,
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    server: sigil_providers::httpserver::ServerHandle,
+    names: Option<(String, String)>,
+    requests: u64,
+}
+
+impl ArgoEndpoint {
+    async fn new(jetstream: bool, runner: Arc<Host>) -> ArgoEndpoint {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let options = JetStreamOptions {
+            stream: format!("BENCH_ARGO_STEPS_{id}"),
+            bucket: format!("BENCH_ARGO_RUNS_{id}"),
+            subject_prefix: format!("bench.argo.{id}"),
+            ..JetStreamOptions::default()
+        };
+        let (store, queue): (
+            Arc<dyn sigil_host::workflow::backend::RunStore>,
+            Arc<dyn sigil_host::workflow::backend::StepQueue>,
+        ) = if jetstream {
+            let b = JetStreamBackend::connect(NATS, options.clone())
+                .await
+                .unwrap();
+            (Arc::new(b.clone()), Arc::new(b))
+        } else {
+            let m = MemoryBackend::new();
+            (Arc::new(m.clone()), Arc::new(m))
+        };
+        let scheduler = Scheduler::new(store, queue, runner, SchedulerConfig::default());
+        scheduler.serve("name.markdown").await.unwrap();
+        let server = serve_argo(scheduler.clone(), ARGO_TOKEN.into(), None, "127.0.0.1:0")
+            .await
+            .unwrap();
+        let stream = tokio::net::TcpStream::connect(server.local_addr())
+            .await
+            .unwrap();
+        stream.set_nodelay(true).unwrap();
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        ArgoEndpoint {
+            scheduler,
+            sender,
+            server,
+            names: jetstream.then(|| (options.stream.clone(), format!("KV_{}", options.bucket))),
+            requests: 0,
+        }
+    }
+
+    /// One `template.execute` request for a one-step markdown template; a new Argo
+    /// workflow uid (so a new run) unless `uid` is given. Answers the node's phase.
+    async fn execute(&mut self, uid: Option<&str>) -> String {
+        self.requests += 1;
+        let uid = uid.map_or_else(|| format!("uid-{}", self.requests), str::to_string);
+        let body = serde_json::json!({
+            "workflow": { "metadata": { "name": "bench", "namespace": "argo", "uid": uid } },
+            "template": {
+                "name": "render",
+                "inputs": { "parameters": [ { "name": "markdown", "value": "# Hello, *Sigil*" } ] },
+                "plugin": { "sigil": { "actor": "markdown", "operation": "render" } },
+            },
+        })
+        .to_string();
+        let request = hyper::Request::post("/api/v1/template.execute")
+            .header("host", "127.0.0.1")
+            .header("authorization", format!("Bearer {ARGO_TOKEN}"))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .unwrap();
+        self.sender.ready().await.unwrap();
+        let response = self.sender.send_request(request).await.unwrap();
+        assert_eq!(response.status(), 200);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let answer: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        answer["node"]["phase"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// `count` requests, each a new run; answers each one's time.
+    async fn latencies(&mut self, count: usize) -> Vec<Duration> {
+        let mut out = Vec::with_capacity(count);
+        for _ in 0..count {
+            let started = Instant::now();
+            let phase = self.execute(None).await;
+            out.push(started.elapsed());
+            assert_eq!(phase, "Succeeded");
+        }
+        out
+    }
+
+    async fn close(self) {
+        self.scheduler.stop();
+        drop(self.sender);
+        self.server.shutdown(Duration::from_secs(1)).await;
+        if let Some((stream, kv)) = self.names {
+            let js = async_nats::jetstream::new(async_nats::connect(NATS).await.unwrap());
+            let _ = js.delete_stream(&stream).await;
+            let _ = js.delete_stream(&kv).await;
+        }
+    }
+}
+
+/// The Argo request path: latency of one-step requests, each a new run, and of a request
+/// repeated once its run has ended.
+fn argo_requests(c: &mut Criterion, rt: &tokio::runtime::Runtime, only: Option<&str>) {
+    let wanted = |label: &str| only.is_none_or(|o| label.contains(o));
+    if !wanted("argo/embedded") && !wanted("argo/jetstream") {
+        return;
+    }
+    let host = Host::builder()
+        .engine_config(EngineConfig::default())
+        .build()
+        .unwrap();
+    host.load_actor(markdown_actor()).unwrap();
+    let runner = Arc::new(host);
+    let mut group = c.benchmark_group("argo_requests");
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(5));
+    for (backend, jetstream) in [("embedded", false), ("jetstream", true)] {
+        if !wanted(&format!("argo/{backend}")) {
+            continue;
+        }
+        let mut endpoint = rt.block_on(ArgoEndpoint::new(jetstream, runner.clone()));
+        // Warm up: the first run stores the spec, connections settle.
+        rt.block_on(endpoint.latencies(20));
+        let mut lat = rt.block_on(endpoint.latencies(300));
+        lat.sort();
+        let repeated = rt.block_on(async {
+            let mut out = Vec::new();
+            for _ in 0..100 {
+                let started = Instant::now();
+                assert_eq!(endpoint.execute(Some("uid-1")).await, "Succeeded");
+                out.push(started.elapsed());
+            }
+            out.sort();
+            out
+        });
+        eprintln!(
+            "argo {backend}: one-step request, new run each: p50 {:?} p99 {:?} (300 sequential); repeated (run ended): p50 {:?}",
+            percentile(&lat, 0.5),
+            percentile(&lat, 0.99),
+            percentile(&repeated, 0.5),
+        );
+        group.bench_function(format!("{backend}/one_step_new_run"), |b| {
+            b.iter_custom(|n| {
+                rt.block_on(async {
+                    let started = Instant::now();
+                    for _ in 0..n {
+                        endpoint.execute(None).await;
+                    }
+                    started.elapsed()
+                })
+            })
+        });
+        rt.block_on(endpoint.close());
+    }
+    group.finish();
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i.min(sorted.len() - 1)]
@@ -205,14 +397,14 @@ fn benches(c: &mut Criterion) {
         }
         return;
     }
+    let only = std::env::var("SIGIL_BENCH_ONLY").ok();
+    let wanted = |label: &str| only.as_deref().is_none_or(|o| label.contains(o));
     let mut group = c.benchmark_group("workflow_steps");
     group.throughput(Throughput::Elements(1));
     group.sample_size(10);
     group.measurement_time(Duration::from_secs(10));
-    // `SIGIL_BENCH_ONLY=embedded` (or `jetstream`) measures one backend only.
-    let only = std::env::var("SIGIL_BENCH_ONLY").ok();
     for (backend, jetstream) in [("embedded", false), ("jetstream", true)] {
-        if only.as_deref().is_some_and(|o| o != backend) {
+        if !wanted(&format!("steps/{backend}")) {
             continue;
         }
         for hosts in 1..=3 {
@@ -231,13 +423,16 @@ fn benches(c: &mut Criterion) {
         }
     }
     // The floor under a container per step: a native process per step.
-    group.bench_function("process_spawn_per_step", |b| {
-        b.iter(|| {
-            let status = std::process::Command::new("/bin/true").status().unwrap();
-            assert!(status.success());
-        })
-    });
+    if wanted("steps/process") {
+        group.bench_function("process_spawn_per_step", |b| {
+            b.iter(|| {
+                let status = std::process::Command::new("/bin/true").status().unwrap();
+                assert!(status.success());
+            })
+        });
+    }
     group.finish();
+    argo_requests(c, &rt, only.as_deref());
 }
 
 criterion_group!(workflows, benches);

@@ -64,6 +64,9 @@ pub trait RunStore: Send + Sync + 'static {
     async fn update(&self, key: &str, value: Bytes, revision: u64) -> Result<u64, BackendError>;
     /// Every key (for listing runs).
     async fn keys(&self) -> Result<Vec<String>, BackendError>;
+    /// Starts watching `key`: every change stored after this returns is reported by the
+    /// watch, so a read made after it misses nothing.
+    async fn watch(&self, key: &str) -> Result<Box<dyn KeyWatch>, BackendError>;
 
     /// The run stored under `key` and its revision, decoded from JSON. A store that can
     /// do better (keep runs decoded) overrides it and the two methods below.
@@ -91,6 +94,15 @@ pub trait RunStore: Send + Sync + 'static {
     ) -> Result<u64, BackendError> {
         self.update(key, encode_run(key, &run)?, revision).await
     }
+}
+
+/// Changes of one key, as they are stored, from [`RunStore::watch`].
+#[async_trait]
+pub trait KeyWatch: Send {
+    /// Waits for the next change: its entry when the backend delivers values with changes,
+    /// `None` when the key must be read again to see it. An error means changes may have
+    /// been missed: read the key again and start a new watch.
+    async fn changed(&mut self) -> Result<Option<Entry>, BackendError>;
 }
 
 /// A run as stored by networked backends: JSON, so the CLI and other tools can read it.

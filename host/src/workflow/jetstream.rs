@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use async_nats::jetstream::consumer::pull;
-use async_nats::jetstream::consumer::{AckPolicy, PullConsumer};
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, ReplayPolicy, push};
 use async_nats::jetstream::kv::{self, CreateErrorKind, Operation, UpdateErrorKind};
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::stream::{self, DiscardPolicy, RetentionPolicy, StorageType};
@@ -29,7 +29,9 @@ use futures::StreamExt;
 use async_nats::RequestErrorKind;
 use tokio::task::JoinHandle;
 
-use super::backend::{BackendError, Delivery, Entry, RunStore, StepMessage, StepQueue, StepStream};
+use super::backend::{
+    BackendError, Delivery, Entry, KeyWatch, RunStore, StepMessage, StepQueue, StepStream,
+};
 use super::state::now_ms;
 
 /// Most unacknowledged messages of one route in flight at once, over all hosts.
@@ -366,6 +368,95 @@ impl RunStore for JetStreamBackend {
             all.push(key.map_err(|err| unavailable("listing keys", err))?);
         }
         Ok(all)
+    }
+
+    async fn watch(&self, key: &str) -> Result<Box<dyn KeyWatch>, BackendError> {
+        // An ordered push consumer of the key's subject in the bucket's stream, delivering
+        // only what is stored from now on (async-nats's `Store::watch`, but named, so that
+        // it is deleted when the watch ends rather than left to the server's 30-second
+        // inactivity timeout: a consumer per wait would otherwise pile up). It is
+        // subscribed when this returns, so a read issued after it (on the same connection,
+        // so the server takes it after the subscription) misses nothing: a change the read
+        // does not see is pushed to the watch.
+        let name = format!("watch_{}", uuid::Uuid::new_v4().simple());
+        let consumer = self
+            .kv
+            .stream
+            .create_consumer(push::OrderedConfig {
+                name: Some(name.clone()),
+                deliver_subject: self.client.new_inbox(),
+                description: Some(format!("sigil watch of {key}")),
+                filter_subject: format!("{}{key}", self.kv.prefix),
+                deliver_policy: DeliverPolicy::New,
+                replay_policy: ReplayPolicy::Instant,
+                ..Default::default()
+            })
+            .await
+            .map_err(|err| unavailable(format!("watching {key}"), err))?;
+        let messages = match consumer.messages().await {
+            Ok(messages) => messages,
+            Err(err) => {
+                delete_consumer(self.kv.stream.clone(), name);
+                return Err(unavailable(format!("watching {key}"), err));
+            }
+        };
+        Ok(Box::new(JetStreamWatch {
+            key: key.to_string(),
+            messages,
+            stream: self.kv.stream.clone(),
+            consumer: name,
+        }))
+    }
+}
+
+/// Deletes a watch's consumer in the background: nobody waits for the clean-up, and a
+/// consumer it misses ends by itself after the server's inactivity timeout.
+fn delete_consumer(stream: stream::Stream, name: String) {
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(async move {
+            let _ = stream.delete_consumer(&name).await;
+        });
+    }
+}
+
+/// A watch of one key of the bucket; its consumer is deleted when it is dropped.
+struct JetStreamWatch {
+    key: String,
+    messages: push::Ordered,
+    stream: stream::Stream,
+    consumer: String,
+}
+
+#[async_trait]
+impl KeyWatch for JetStreamWatch {
+    async fn changed(&mut self) -> Result<Option<Entry>, BackendError> {
+        let what = || format!("watching {}", self.key);
+        let message = match self.messages.next().await {
+            Some(Ok(message)) => message,
+            Some(Err(err)) => return Err(unavailable(what(), err)),
+            None => return Err(unavailable(what(), "the watch ended")),
+        };
+        let info = message.info().map_err(|err| unavailable(what(), err))?;
+        let revision = info.stream_sequence;
+        // A deletion or purge carries no value: let the reader see what is left.
+        let removed = message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("KV-Operation"))
+            .is_some_and(|op| op.as_str() != "PUT");
+        if removed {
+            return Ok(None);
+        }
+        Ok(Some(Entry {
+            value: message.payload.clone(),
+            revision,
+        }))
+    }
+}
+
+impl Drop for JetStreamWatch {
+    fn drop(&mut self) {
+        delete_consumer(self.stream.clone(), std::mem::take(&mut self.consumer));
     }
 }
 

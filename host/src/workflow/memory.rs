@@ -10,7 +10,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::Notify;
 
-use super::backend::{BackendError, Delivery, Entry, RunStore, StepMessage, StepQueue, StepStream};
+use super::backend::{
+    BackendError, Delivery, Entry, KeyWatch, RunStore, StepMessage, StepQueue, StepStream,
+};
 use super::state::now_ms;
 
 /// Run state and step queues in this process. Clones share everything.
@@ -41,6 +43,10 @@ struct Inner {
     /// acknowledged finds its step final and does nothing. So the set holds what is in
     /// flight, not every message of the last two minutes.
     live: Arc<Mutex<HashSet<Arc<str>>>>,
+    /// The keys being watched, each with the channel its watches receive revisions on.
+    watchers: Mutex<HashMap<String, tokio::sync::watch::Sender<u64>>>,
+    /// How many keys are watched: a write looks the key up only when some are.
+    watched: AtomicUsize,
 }
 
 /// The queue of one route.
@@ -95,6 +101,8 @@ impl MemoryBackend {
         }
         let revision = self.inner.revision.fetch_add(1, Ordering::SeqCst) + 1;
         entries.insert(key.to_string(), Entry { value, revision });
+        drop(entries);
+        self.changed(key, revision);
         Ok(revision)
     }
 
@@ -113,9 +121,21 @@ impl MemoryBackend {
                 drop(entries);
                 // The old value is freed outside the lock.
                 drop(old);
+                self.changed(key, next);
                 Ok(next)
             }
             _ => Err(BackendError::Conflict { key: key.into() }),
+        }
+    }
+
+    /// Tells the watches of `key` that it is now at `revision`. Called after the entry is
+    /// written, so a watch made before a read either sees this or its read saw the value.
+    fn changed(&self, key: &str, revision: u64) {
+        if self.inner.watched.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        if let Some(sender) = lock(&self.inner.watchers).get(key) {
+            sender.send_replace(revision);
         }
     }
 }
@@ -136,6 +156,57 @@ impl RunStore for MemoryBackend {
 
     async fn keys(&self) -> Result<Vec<String>, BackendError> {
         Ok(lock(&self.inner.entries).keys().cloned().collect())
+    }
+
+    async fn watch(&self, key: &str) -> Result<Box<dyn KeyWatch>, BackendError> {
+        let mut watchers = lock(&self.inner.watchers);
+        let receiver = match watchers.get(key) {
+            Some(sender) => sender.subscribe(),
+            None => {
+                let (sender, receiver) = tokio::sync::watch::channel(0);
+                watchers.insert(key.to_string(), sender);
+                self.inner.watched.fetch_add(1, Ordering::SeqCst);
+                receiver
+            }
+        };
+        Ok(Box::new(MemoryWatch {
+            inner: self.inner.clone(),
+            key: key.to_string(),
+            receiver,
+        }))
+    }
+}
+
+/// A watch of one key: woken by every write of it after the watch began.
+struct MemoryWatch {
+    inner: Arc<Inner>,
+    key: String,
+    receiver: tokio::sync::watch::Receiver<u64>,
+}
+
+#[async_trait]
+impl KeyWatch for MemoryWatch {
+    async fn changed(&mut self) -> Result<Option<Entry>, BackendError> {
+        // The sender stays in the map while any watch of the key lives, so this ends only
+        // with a write.
+        self.receiver.changed().await.map_err(|_| {
+            BackendError::Unavailable(format!("the watch of {} was closed", self.key))
+        })?;
+        Ok(None)
+    }
+}
+
+impl Drop for MemoryWatch {
+    fn drop(&mut self) {
+        let mut watchers = lock(&self.inner.watchers);
+        // The last watch of the key (this one's receiver still counts) takes its channel.
+        if watchers
+            .get(&self.key)
+            .is_some_and(|sender| sender.receiver_count() <= 1)
+        {
+            watchers.remove(&self.key);
+            self.inner.watched.fetch_sub(1, Ordering::SeqCst);
+        }
     }
 }
 

@@ -156,6 +156,11 @@ const UNKNOWN_RUN_WAIT: Duration = Duration::from_millis(64);
 /// The delay before a message of a run not stored yet is delivered again.
 const UNKNOWN_RUN_RETRY: Duration = Duration::from_secs(2);
 
+/// How long a waiter goes without a change before it reads the run anyway: a backstop for
+/// a change its watch missed (one made while a lost connection was being restored), not
+/// how it learns of changes.
+const WAIT_REREAD: Duration = Duration::from_secs(2);
+
 /// The store key of a run.
 pub fn run_key(id: &str) -> String {
     format!("run.{id}")
@@ -489,27 +494,49 @@ impl Scheduler {
         Ok(run)
     }
 
-    /// Waits until the run ends, calling `progress` with each new state seen.
+    /// Waits until the run ends, calling `progress` with each new state seen. It is woken
+    /// by the store's notice of each change of the run, not by a timer: the watch is set
+    /// up before the run is read, so no change between the two is missed.
     pub async fn wait(
         &self,
         id: &str,
         mut progress: impl FnMut(&RunState),
     ) -> Result<RunState, WorkflowError> {
-        let mut last: Option<RunState> = None;
-        let mut pause = Duration::from_millis(5);
+        let key = run_key(id);
+        let mut last: Option<Arc<RunState>> = None;
+        let mut seen = 0;
         loop {
-            let run = self.status(id).await?;
-            if last.as_ref() != Some(&run) {
-                progress(&run);
-                pause = Duration::from_millis(5);
+            let mut watch = self.patiently(|| self.store.watch(&key)).await?;
+            let mut read = self.patiently(|| self.store.get_run(&key)).await?;
+            loop {
+                let (run, revision) = read.ok_or_else(|| WorkflowError::NoSuchRun(id.into()))?;
+                // A change the read saw already may still be reported by the watch.
+                if revision > seen {
+                    seen = revision;
+                    if last.as_deref() != Some(&*run) {
+                        progress(&run);
+                    }
+                    if run.status.is_final()
+                        && run.steps.values().all(|s| s.status != StepStatus::Running)
+                    {
+                        return Ok(Arc::unwrap_or_clone(run));
+                    }
+                    last = Some(run);
+                }
+                read = match tokio::time::timeout(WAIT_REREAD, watch.changed()).await {
+                    Ok(Ok(Some(entry))) => Some((
+                        Arc::new(super::backend::decode_run(&key, &entry.value)?),
+                        entry.revision,
+                    )),
+                    Ok(Ok(None)) | Err(_) => self.patiently(|| self.store.get_run(&key)).await?,
+                    Ok(Err(e)) => {
+                        // Changes may have been missed: watch again, then read again.
+                        tracing::debug!(run = %id, error = %e, "the watch of a run broke; watching again");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        break;
+                    }
+                };
             }
-            if run.status.is_final() && run.steps.values().all(|s| s.status != StepStatus::Running)
-            {
-                return Ok(run);
-            }
-            last = Some(run);
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(100));
         }
     }
 

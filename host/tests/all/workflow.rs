@@ -293,6 +293,80 @@ async fn a_step_queued_before_its_run_is_stored_runs_once_the_run_appears() {
     );
 }
 
+/// Waiting is woken by the store's notice of each change of the run, never by a timer. The
+/// clock is paused and only moves when every task is idle on a timer, so a wait that polled
+/// (read, sleep, read again) would return with the clock moved on; one woken by the change
+/// returns with the clock where it started.
+#[tokio::test(start_paused = true)]
+async fn wait_is_woken_by_each_change_of_the_run_not_by_a_timer() {
+    let f = fixture(Duration::from_secs(5)).await;
+    for yaml in [
+        "version: 1\nname: one\nsteps:\n  - { name: only, actor: probe, operation: echo, input: 1 }\n",
+        "version: 1\nname: two\nsteps:\n  - { name: a, actor: probe, operation: echo, input: 1 }\n  - { name: b, actor: probe, operation: echo, depends: [a], input: \"${{ steps.a.output }}\" }\n",
+    ] {
+        let workflow = Workflow::from_yaml(yaml).unwrap();
+        let started = tokio::time::Instant::now();
+        let id = f
+            .scheduler
+            .submit(&workflow, BTreeMap::new(), &routes(&workflow))
+            .await
+            .unwrap();
+        let mut seen = Vec::new();
+        let run = f
+            .scheduler
+            .wait(&id, |run| {
+                seen.push(
+                    run.steps
+                        .values()
+                        .filter(|s| s.status == StepStatus::Succeeded)
+                        .count(),
+                )
+            })
+            .await
+            .unwrap();
+        assert_eq!(run.status, RunStatus::Succeeded, "{run:#?}");
+        assert_eq!(
+            tokio::time::Instant::now(),
+            started,
+            "wait for run {} returned only after the clock moved: it slept on a timer",
+            workflow.spec.name
+        );
+        // The first state seen has no step done; the last has all of them.
+        assert_eq!(seen.first(), Some(&0), "{seen:?}");
+        assert_eq!(seen.last(), Some(&workflow.spec.steps.len()), "{seen:?}");
+    }
+    // A run changed by someone else wakes a waiter the same way: its step is routed where
+    // no host consumes, so it stays queued until the run is cancelled.
+    let workflow = Workflow::from_yaml(
+        "version: 1\nname: idle\nsteps:\n  - { name: only, actor: probe, operation: echo }\n",
+    )
+    .unwrap();
+    let unserved = [("only".to_string(), "name.unserved".to_string())].into();
+    let id = f
+        .scheduler
+        .submit(&workflow, BTreeMap::new(), &unserved)
+        .await
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    let waiter = tokio::spawn({
+        let scheduler = f.scheduler.clone();
+        let id = id.clone();
+        async move { scheduler.wait(&id, |_| {}).await }
+    });
+    // Let the waiter read the run and park.
+    for _ in 0..8 {
+        tokio::task::yield_now().await;
+    }
+    assert!(!waiter.is_finished());
+    f.scheduler.cancel(&id).await.unwrap();
+    let run = waiter.await.unwrap().unwrap();
+    assert_eq!(run.status, RunStatus::Cancelled, "{run:#?}");
+    assert_eq!(tokio::time::Instant::now(), started);
+    // An unknown run is refused at once.
+    let err = f.scheduler.wait("no-such-run", |_| {}).await.unwrap_err();
+    assert_eq!(err.to_string(), "no run no-such-run");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_inputs_are_refused_before_anything_runs() {
     let f = fixture(Duration::from_secs(5)).await;

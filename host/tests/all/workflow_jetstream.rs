@@ -1,14 +1,14 @@
 //! The JetStream workflow backend against the NATS server at 127.0.0.1:4222: compare-and-set
 //! run state, idempotent setup by a second host, work shared between consumers of a route,
 //! deduplication by message ID, redelivery after a negative acknowledgement or a missed ack
-//! wait, and messages that are not step messages. Every test has its own stream, subjects
+//! wait, messages that are not step messages, and watches of one key. Every test has its own stream, subjects
 //! and bucket, deleted when it ends.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use sigil_host::workflow::backend::{
-    BackendError, Delivery, Entry, RunStore, StepMessage, StepQueue, StepStream,
+    BackendError, Delivery, Entry, KeyWatch, RunStore, StepMessage, StepQueue, StepStream,
 };
 use sigil_host::workflow::jetstream::{JetStreamBackend, JetStreamOptions};
 use tokio::time::timeout;
@@ -387,4 +387,68 @@ async fn queue_skips_invalid_messages() {
     let mut steps = jetstream.get_stream(&options.stream).await.unwrap();
     let messages = steps.info().await.unwrap().state.messages;
     assert_eq!(messages, 0);
+}
+
+async fn changed(watch: &mut Box<dyn KeyWatch>) -> Option<Entry> {
+    timeout(WAIT, watch.changed())
+        .await
+        .expect("the watch saw no change")
+        .expect("watching")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_reports_every_change_of_its_key_from_its_start() {
+    let options = options(Duration::from_secs(30));
+    let _cleanup = Cleanup(options.clone());
+    let store = connect(&options).await;
+    let other = connect(&options).await;
+    let first = store
+        .create("run.w", Bytes::from_static(b"one"))
+        .await
+        .unwrap();
+
+    // Set up before the changes, read after them: nothing made in between is missed.
+    let mut watch = timeout(WAIT, store.watch("run.w"))
+        .await
+        .expect("watch timed out")
+        .expect("watch");
+    let second = other
+        .update("run.w", Bytes::from_static(b"two"), first)
+        .await
+        .unwrap();
+    other
+        .create("run.elsewhere", Bytes::from_static(b"x"))
+        .await
+        .unwrap();
+    let third = other
+        .update("run.w", Bytes::from_static(b"three"), second)
+        .await
+        .unwrap();
+    // Each change comes with its value and revision; the value before the watch does not,
+    // nor does another key.
+    assert_eq!(
+        changed(&mut watch).await,
+        Some(Entry {
+            value: Bytes::from_static(b"two"),
+            revision: second,
+        })
+    );
+    assert_eq!(
+        changed(&mut watch).await,
+        Some(Entry {
+            value: Bytes::from_static(b"three"),
+            revision: third,
+        })
+    );
+    assert!(
+        timeout(QUIET, watch.changed()).await.is_err(),
+        "a change of another key woke the watch"
+    );
+    // A key not stored yet can be watched: its creation is its first change.
+    let mut fresh = store.watch("run.later").await.unwrap();
+    let created = other
+        .create("run.later", Bytes::from_static(b"new"))
+        .await
+        .unwrap();
+    assert_eq!(changed(&mut fresh).await.unwrap().revision, created);
 }
