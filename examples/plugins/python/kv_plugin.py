@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """An in-memory `wasmcloud:keyvalue` provider plugin for Sigil, in Python.
 
-It speaks the plugin wire format version 1 (the Rust reference is
+It speaks the plugin wire format version 2 (the Rust reference is
 providers/src/plugin/wire.rs and serve.rs) with only nats-py, nkeys/PyNaCl and msgpack.
 It serves Get, Set (with its TTL), Delete, Exists and Increment; any other operation
 fails and names it. Every key is stored under its link's prefix: the link's `prefix`
@@ -29,7 +29,7 @@ import nacl.signing
 import nats
 import nkeys
 
-WIRE_VERSION = 1
+WIRE_VERSION = 2
 CONTRACT = "wasmcloud:keyvalue"
 QUEUE_GROUP = "sigil-provider"
 CLOCK_SKEW_MS = 30_000  # how far apart the host's and the plugin's clocks may be
@@ -117,12 +117,14 @@ ACTOR = {"subject": _str, "name": _str, "issuer": _str,
          "caps": lambda v: isinstance(v, list) and all(map(_str, v))}
 ENVELOPE = {"v": _uint(32), "kind": lambda v: v in ("invoke", "link.put", "link.del"),
             "actor": ACTOR, "contract": _str, "link": _str, "operation": _str,
-            "hash": _str, "deadline_ms": _uint(64)}
+            "hash": _str, "deadline_ms": _uint(64), "lattice": _str, "subject": _str}
 CLAIMS = {"jti": _str, "iat": _uint(64), "exp": _uint(64), "iss": _str, "sub": _str,
           "sigil": ENVELOPE}
 LINK = {"actor": ACTOR, "contract": _str, "link": _str, "provider": _str,
         "config": lambda v: isinstance(v, dict) and all(map(_str, [*v, *v.values()]))}
-OPTIONAL = {"operation": "", "provider": "", "config": {}}
+# `lattice` and `subject` default to "" so that a version 1 envelope, which lacks them,
+# is refused for its version rather than as malformed.
+OPTIONAL = {"operation": "", "provider": "", "config": {}, "lattice": "", "subject": ""}
 
 
 def conform(value, schema):
@@ -151,11 +153,24 @@ def part(text, what):
         raise Refused(f"the envelope's {what} is not base64url") from None
 
 
+def refusal_jti(token):
+    """The envelope ID a refusal is signed for: the `jti` the token claims, read without
+    checking anything (the refusal may be about the signature), or "" when there is no
+    readable one. The host accepts only a refusal signed for its own request's ID."""
+    try:
+        jti = json.loads(unb64url(token.split(".")[1]))["jti"]
+    except (AttributeError, IndexError, ValueError, KeyError, TypeError):
+        return ""
+    if not isinstance(jti, str) or len(jti) > 64 or not re.fullmatch(r"[A-Za-z0-9_-]*", jti):
+        return ""
+    return jti
+
+
 class Verifier:
     """Checks envelopes exactly as the Rust `EnvelopeVerifier::verify` does, in its order."""
 
-    def __init__(self, own_key, issuers):
-        self.own_key, self.seen, self.trusted = own_key, {}, {}
+    def __init__(self, own_key, lattice, issuers):
+        self.own_key, self.lattice, self.seen, self.trusted = own_key, lattice, {}, {}
         for issuer in issuers:
             if not issuer.startswith("C"):
                 raise Fatal(f"{issuer} is not a cluster public key (they start with C)")
@@ -164,7 +179,7 @@ class Verifier:
         if not self.trusted:
             raise Fatal("no cluster issuers are trusted: name at least one host cluster key")
 
-    def verify(self, token, kind, body):
+    def verify(self, token, kind, subject, body):
         if token is None:
             raise Refused("the request carries no Sigil-Invocation envelope")
         parts = token.split(".")
@@ -199,8 +214,14 @@ class Verifier:
         if env["v"] != WIRE_VERSION:
             raise Refused(f"wire version {env['v']} is not supported (this plugin speaks "
                           f"{WIRE_VERSION})")
+        if env["lattice"] != self.lattice:
+            raise Refused(f"the envelope is for lattice {env['lattice']!r}, not "
+                          f"{self.lattice!r} (replayed from another lattice)")
         if env["kind"] != kind:
             raise Refused(f"the envelope is for a {env['kind']} request, not {kind}")
+        if env["subject"] != subject:
+            raise Refused(f"the envelope is for subject {env['subject']}, not {subject} "
+                          "(replayed to another subject)")
         if env["hash"] != body_hash(body):
             raise Refused("the body does not match the envelope's hash (altered in transit)")
         now = now_ms()
@@ -297,8 +318,9 @@ class Plugin:
         self.store = Store()
 
     def sign_answer(self, jti, body, outcome):
-        # Every answer is signed over `<jti>.<HEX SHA-256 of body>.<ok|error kind>`.
-        return b64url(self.key.sign(f"{jti}.{body_hash(body)}.{outcome}".encode()).signature)
+        # Every answer is signed over `answer.<jti>.<HEX SHA-256 of body>.<ok|error kind>`.
+        text = f"answer.{jti}.{body_hash(body)}.{outcome}"
+        return b64url(self.key.sign(text.encode()).signature)
 
     async def reply(self, msg, body, headers=None):
         if msg.reply:
@@ -307,20 +329,30 @@ class Plugin:
     async def answer(self, msg, jti, body):
         await self.reply(msg, body, {"Sigil-Response": self.sign_answer(jti, body, "ok")})
 
-    async def refuse(self, msg, kind, text, jti=""):
-        if kind == "refused":  # signed for no envelope: it may come before one could be read
-            jti = ""
+    async def refuse(self, msg, kind, text, jti=None):
+        if jti is None:  # the envelope did not pass: sign for the ID it claims, if any
+            jti = refusal_jti(self.token(msg))
+        if kind == "refused":
             log(f"refused {msg.subject.split('.', 4)[-1]}: {text}")  # invoke, link.put, ...
         body = text.encode()
         await self.reply(msg, body, {"Sigil-Error": kind,
                                      "Sigil-Response": self.sign_answer(jti, body, kind)})
 
+    @staticmethod
+    def token(msg):
+        # nats-py keeps only the last value of a repeated header, so a request with two
+        # Sigil-Invocation headers cannot be told apart here. That is safe: the token read
+        # is checked in full, and the plugin acts only on what it signs.
+        return (msg.headers or {}).get("Sigil-Invocation")
+
     def check(self, msg, kind):
-        return self.verifier.verify((msg.headers or {}).get("Sigil-Invocation"), kind, msg.data)
+        return self.verifier.verify(self.token(msg), kind, msg.subject, msg.data)
 
     async def on_identify(self, msg):
         try:
-            nonce = json.loads(msg.data)["nonce"].encode()  # sign the nonce text's bytes
+            # Sign `identify.<nonce>` (UTF-8): the prefix keeps a challenge from ever being
+            # the text of an answer, so no one can get an answer signed by asking.
+            nonce = f"identify.{json.loads(msg.data)['nonce']}".encode()
         except (ValueError, KeyError, TypeError, AttributeError):
             return await self.refuse(msg, "refused", "malformed identity challenge")
         answer = {"version": WIRE_VERSION, "claims": self.claims,
@@ -343,7 +375,8 @@ class Plugin:
         except ValueError as e:
             return await self.refuse(msg, "failed", f"malformed link: {e}", jti)
         if any(link[f] != env[f] for f in ("actor", "contract", "link")):
-            return await self.refuse(msg, "refused", "the link does not match its envelope")
+            return await self.refuse(msg, "refused", "the link does not match its envelope",
+                                     jti)
         if link["contract"] != CONTRACT:
             return await self.refuse(msg, "failed", f"this plugin serves {CONTRACT}, not "
                                      f"{link['contract']}", jti)
@@ -410,7 +443,8 @@ async def main():
     issuers = setting("SIGIL_CLUSTER_ISSUERS")
     if issuers is None:
         raise Fatal("set SIGIL_CLUSTER_ISSUERS to the cluster keys (C...) of the hosts to serve")
-    verifier = Verifier(me, [s.strip() for s in issuers.split(",") if s.strip()])
+    lattice = setting("SIGIL_LATTICE") or "default"
+    verifier = Verifier(me, lattice, [s.strip() for s in issuers.split(",") if s.strip()])
     try:  # our own claims, unverified: the host verifies them against its policy
         own = json.loads(unb64url(claims.split(".")[1]))
         subject, capid = own["sub"], (own.get("wascap") or {}).get("capid", "")
@@ -422,7 +456,6 @@ async def main():
         raise Fatal(f"the provider claims name the contract {capid!r}, but the provider "
                     f"serves {CONTRACT}")
     url = setting("SIGIL_NATS_URL") or "nats://127.0.0.1:4222"
-    lattice = setting("SIGIL_LATTICE") or "default"
     stop = asyncio.Event()
 
     async def closed():
@@ -449,7 +482,7 @@ async def main():
         await nc.subscribe(f"{base}.invoke", queue=QUEUE_GROUP, cb=plugin.on_invoke)
         await nc.subscribe(f"{base}.health", queue=QUEUE_GROUP, cb=plugin.on_health)
         # Announce (re)starts, so hosts prove us again and send their links.
-        hello = {"key": me, "contract": CONTRACT, "instance": plugin.instance}
+        hello = {"key": me, "instance": plugin.instance}
         await nc.publish(f"sigil.{lattice}.prov.hello", json.dumps(hello).encode())
         await nc.flush()
     except Exception as e:  # an invalid lattice name, or NATS gone already

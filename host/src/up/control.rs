@@ -8,8 +8,9 @@
 //!
 //! Every request carries an envelope signed by a trusted cluster key, as calls to
 //! provider plugins and actors do (`docs/provider-plugins.md`): whoever holds the
-//! lattice's cluster seed may steer it, no one else. Every answer is signed by the
-//! answering host's cluster key.
+//! lattice's cluster seed may steer it, no one else. The envelope holds everything a host
+//! acts on: the command with its arguments, the addressee, the lattice and the subject,
+//! and the hash of the body. Every answer is signed by the answering host's cluster key.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -114,7 +115,8 @@ pub struct LinkInfo {
     pub provider: String,
 }
 
-/// A command to one host. Module bytes travel as the request body, not in this JSON.
+/// A command to one host, carried in the signed envelope (`sigil.command`). Module bytes
+/// travel as the request body, whose hash the envelope holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "kebab-case")]
 pub enum Command {
@@ -157,7 +159,8 @@ fn default_link() -> String {
 }
 
 impl Command {
-    fn name(&self) -> &'static str {
+    /// Its name on the wire (`start-actor`, `scale-actor`, ...).
+    pub fn name(&self) -> &'static str {
         match self {
             Command::StartActor => "start-actor",
             Command::UpdateActor => "update-actor",
@@ -168,9 +171,6 @@ impl Command {
         }
     }
 }
-
-/// Header: the command, as JSON (the body may be a module).
-pub const HEADER_COMMAND: &str = "Sigil-Command";
 
 /// Something that happened on a host.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -230,7 +230,7 @@ impl ControlServer {
         let inner = Arc::new(Inner {
             runtime,
             client: client.clone(),
-            verifier: EnvelopeVerifier::new("", &keys)?,
+            verifier: EnvelopeVerifier::new("", &lattice.name, &keys)?,
             id: KeyPair::new_server().public_key(),
             name: name.to_string(),
             labels,
@@ -376,13 +376,8 @@ impl Inner {
         to: &str,
         message: &async_nats::Message,
     ) -> Result<wire::EnvelopeClaims, String> {
-        let token = message
-            .headers
-            .as_ref()
-            .and_then(|h| h.get(HEADER_INVOCATION))
-            .map(|v| v.as_str().to_string());
         self.verifier
-            .verify_to(to, token.as_deref(), RequestKind::Control, &message.payload)
+            .verify_message(to, RequestKind::Control, message)
     }
 
     async fn answer(
@@ -412,7 +407,8 @@ impl Inner {
         match self.check("hosts", &message) {
             Err(e) => {
                 tracing::warn!(error = %e, "control request refused");
-                self.answer(&message, "", Err((ErrorKind::Refused, e)))
+                let jti = wire::refusal_jti(&message);
+                self.answer(&message, &jti, Err((ErrorKind::Refused, e)))
                     .await;
             }
             Ok(claims) => {
@@ -428,19 +424,22 @@ impl Inner {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %e, "control request refused");
-                self.answer(&message, "", Err((ErrorKind::Refused, e)))
+                let jti = wire::refusal_jti(&message);
+                self.answer(&message, &jti, Err((ErrorKind::Refused, e)))
                     .await;
                 return;
             }
         };
-        let command = message
-            .headers
-            .as_ref()
-            .and_then(|h| h.get(HEADER_COMMAND))
-            .ok_or_else(|| "the request names no command (Sigil-Command header)".to_string())
+        // The command comes from the signed envelope only: nothing outside the signature
+        // decides what the host does.
+        let command = claims
+            .sigil
+            .command
+            .clone()
+            .ok_or_else(|| "the envelope names no command (sigil.command)".to_string())
             .and_then(|v| {
-                serde_json::from_str::<Command>(v.as_str())
-                    .map_err(|e| format!("malformed command: {e}"))
+                serde_json::from_value::<Command>(v)
+                    .map_err(|e| format!("malformed command in the envelope: {e}"))
             });
         let result = match command {
             Err(e) => Err(e),
@@ -575,17 +574,20 @@ impl ControlClient {
         let mut keys = vec![cluster.public_key()];
         keys.extend(trusted.iter().cloned());
         Ok(ControlClient {
-            verifier: EnvelopeVerifier::new("", &keys)?,
+            verifier: EnvelopeVerifier::new("", lattice, &keys)?,
             client,
             lattice: lattice.to_string(),
             cluster,
         })
     }
 
+    /// The signed envelope of a request to `to` on `subject`, carrying `command`.
     fn envelope(
         &self,
         to: &str,
+        subject: &str,
         operation: &str,
+        command: Option<serde_json::Value>,
         body: &[u8],
         wait: Duration,
     ) -> Result<(String, String), String> {
@@ -600,6 +602,9 @@ impl ControlClient {
             deadline_ms: wire::now_ms()
                 .saturating_add(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX)),
             depth: 0,
+            lattice: self.lattice.clone(),
+            subject: subject.to_string(),
+            command,
         };
         wire::sign_envelope(&self.cluster, to, envelope)
     }
@@ -616,7 +621,8 @@ impl ControlClient {
 
     /// Every host that answers within `wait`.
     pub async fn hosts(&self, wait: Duration) -> Result<Vec<HostInfo>, String> {
-        let (token, jti) = self.envelope("hosts", "hosts", b"", wait)?;
+        let subject = hosts_subject(&self.lattice);
+        let (token, jti) = self.envelope("hosts", &subject, "hosts", None, b"", wait)?;
         let inbox = self.client.new_inbox();
         let mut answers = self
             .client
@@ -626,12 +632,7 @@ impl ControlClient {
         let mut headers = HeaderMap::new();
         headers.insert(HEADER_INVOCATION, token.as_str());
         self.client
-            .publish_with_reply_and_headers(
-                hosts_subject(&self.lattice),
-                inbox,
-                headers,
-                Vec::new().into(),
-            )
+            .publish_with_reply_and_headers(subject, inbox, headers, Vec::new().into())
             .await
             .map_err(|e| format!("cannot ask the hosts: {e}"))?;
         let mut hosts = Vec::new();
@@ -658,15 +659,16 @@ impl ControlClient {
         body: Vec<u8>,
         wait: Duration,
     ) -> Result<serde_json::Value, String> {
-        let (token, jti) = self.envelope(host, command.name(), &body, wait)?;
+        let subject = host_subject(&self.lattice, host);
+        let json = serde_json::to_value(command).map_err(|e| e.to_string())?;
+        let (token, jti) =
+            self.envelope(host, &subject, command.name(), Some(json), &body, wait)?;
         let mut headers = HeaderMap::new();
         headers.insert(HEADER_INVOCATION, token.as_str());
-        let json = serde_json::to_string(command).map_err(|e| e.to_string())?;
-        headers.insert(HEADER_COMMAND, json.as_str());
         let answer = self
             .client
             .send_request(
-                host_subject(&self.lattice, host),
+                subject,
                 async_nats::Request::new()
                     .headers(headers)
                     .payload(body.into())

@@ -88,7 +88,7 @@ impl ActorRouter {
         let client = lattice.client().await.map_err(|e| e.to_string())?;
         let mut keys = vec![lattice.cluster.public_key()];
         keys.extend(trusted.iter().cloned());
-        let verifier = EnvelopeVerifier::new("", &keys)?;
+        let verifier = EnvelopeVerifier::new("", &lattice.name, &keys)?;
         let calls = Arc::new(LatticeCalls {
             lattice,
             client,
@@ -252,6 +252,7 @@ impl LatticeCalls {
         if wait.is_zero() {
             return Err(format!("call to actor {target}: the deadline has passed"));
         }
+        let subject = wire::actor_subject(&self.lattice.name, target);
         let envelope = Envelope {
             v: WIRE_VERSION,
             kind: RequestKind::ActorCall,
@@ -263,11 +264,13 @@ impl LatticeCalls {
             deadline_ms: wire::now_ms()
                 .saturating_add(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX)),
             depth,
+            lattice: self.lattice.name.clone(),
+            subject: subject.clone(),
+            command: None,
         };
         let (token, jti) = wire::sign_envelope(&self.lattice.cluster, target, envelope)?;
         let mut headers = HeaderMap::new();
         headers.insert(HEADER_INVOCATION, token.as_str());
-        let subject = wire::actor_subject(&self.lattice.name, target);
         let answer = self
             .client
             .send_request(
@@ -307,20 +310,14 @@ impl LatticeCalls {
         let Some(reply) = message.reply.clone() else {
             return;
         };
-        let token = message
-            .headers
-            .as_ref()
-            .and_then(|h| h.get(HEADER_INVOCATION))
-            .map(|v| v.as_str().to_string());
-        let (jti, result) = match self.verifier.verify_to(
+        let (jti, result) = match self.verifier.verify_message(
             target,
-            token.as_deref(),
             RequestKind::ActorCall,
-            &message.payload,
+            &message,
         ) {
             Err(e) => {
                 tracing::warn!(target, error = %e, "actor call from the lattice refused");
-                (String::new(), Err((ErrorKind::Refused, e)))
+                (wire::refusal_jti(&message), Err((ErrorKind::Refused, e)))
             }
             Ok(claims) => {
                 let env = claims.sigil;

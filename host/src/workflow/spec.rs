@@ -701,7 +701,10 @@ impl Workflow {
                     }
                     None => {
                         return Err(err(format!(
-                            "the input {name:?} is required (pass --input {name}=VALUE)"
+                            "the input {name:?} is required and has no default: give it \
+                             with the run's inputs (a {name:?} field in the JSON inputs of a \
+                             trigger message or HTTP request; --input {name}=VALUE on the \
+                             command line)"
                         )));
                     }
                 }
@@ -896,11 +899,12 @@ mod tests {
         );
         assert!(e("  - {name: a b, actor: x, operation: o}").contains("step name"));
         let w = wf("  - {name: a, actor: x, operation: o}").unwrap();
+        // Worded for any caller (a trigger's NATS client, an HTTP client, the CLI).
+        let missing = w.resolve_inputs(BTreeMap::new()).unwrap_err().0;
+        assert!(missing.contains("\"doc\" is required"), "{missing}");
         assert!(
-            w.resolve_inputs(BTreeMap::new())
-                .unwrap_err()
-                .0
-                .contains("\"doc\" is required")
+            missing.contains("a \"doc\" field in the JSON inputs of a trigger message"),
+            "{missing}"
         );
     }
 

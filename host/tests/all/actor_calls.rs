@@ -214,6 +214,9 @@ async fn calls_need_the_claim_and_forged_calls_from_the_lattice_are_refused() {
         hash: wire::body_hash(body),
         deadline_ms: wire::now_ms() + 5000,
         depth: 1,
+        lattice: lattice.clone(),
+        subject: subject.clone(),
+        command: None,
     };
     let stranger = keys::generate(KeyKind::Cluster);
     let (token, _) = wire::sign_envelope(&stranger, "keeper", envelope(&body)).unwrap();
@@ -228,5 +231,111 @@ async fn calls_need_the_claim_and_forged_calls_from_the_lattice_are_refused() {
     let (kind, text) = ask(Some(token)).await;
     assert_eq!(kind.as_deref(), Some("refused"), "{text}");
     assert!(text.contains("replay"), "{text}");
+    rt.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_part_of_an_actor_call_is_signed_and_a_changed_one_is_refused() {
+    use crate::plugin::{COMMON_CHANGES, Change, outcome, send, tamper};
+
+    let lattice = unique("callsig");
+    let cluster = keys::generate(KeyKind::Cluster);
+    let (b, key_b) = probe("probe-b", Some("keeper"));
+    let rt = host(vec![(b, "probe-b")]).await;
+    join(&rt, &lattice, &cluster).await;
+    let client = async_nats::connect(NATS).await.unwrap();
+    let keeper = wire::actor_subject(&lattice, "keeper");
+    let body = rmp_serde::to_vec_named(&json!({"key": "k"})).unwrap();
+    let token = |edit: fn(&mut wire::Envelope)| {
+        let mut envelope = wire::Envelope {
+            v: wire::WIRE_VERSION,
+            kind: wire::RequestKind::ActorCall,
+            actor: wire::WireActor {
+                subject: keys::generate(KeyKind::Module).public_key(),
+                name: "caller".into(),
+                issuer: keys::generate(KeyKind::Account).public_key(),
+                caps: vec!["sigil:actor".into()],
+            },
+            contract: "sigil:actor".into(),
+            link: "keeper".into(),
+            operation: "kv_get".into(),
+            hash: wire::body_hash(&body),
+            deadline_ms: wire::now_ms() + 5000,
+            depth: 1,
+            lattice: lattice.clone(),
+            subject: keeper.clone(),
+            command: None,
+        };
+        edit(&mut envelope);
+        wire::sign_envelope(&cluster, "keeper", envelope).unwrap()
+    };
+    let ask = |subject: String, token: String, body: Vec<u8>| {
+        let client = client.clone();
+        async move {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert(wire::HEADER_INVOCATION, token.as_str());
+            send(&client, subject, headers, &body).await
+        }
+    };
+    let refused = |answer: async_nats::Message, expected: &str, what: &str| {
+        let (kind, text) = outcome(&answer);
+        assert_eq!(kind.as_deref(), Some("refused"), "{what}: {text}");
+        assert!(text.contains(expected), "{what}: {text}");
+    };
+
+    // A genuine call is served, and its answer opens for it only, unchanged.
+    let (genuine, jti) = token(|_| {});
+    let answer = ask(keeper.clone(), genuine, body.clone()).await;
+    let open = |m: &async_nats::Message, jti: &str| {
+        wire::open_answer(m, jti, |_| Ok(&cluster)).map(|a| a.is_ok())
+    };
+    assert_eq!(open(&answer, &jti), Ok(true), "{:?}", outcome(&answer));
+    assert!(open(&answer, "another").is_err());
+    let mut altered = answer.clone();
+    altered.payload = rmp_serde::to_vec(&"forged").unwrap().into();
+    let e = open(&altered, &jti).unwrap_err();
+    assert!(e.contains("does not verify"), "{e}");
+
+    // Each part changed after signing: the target, the operation, the caller, the depth ...
+    let call: &[Change] = &[
+        ("target", |c| c["sigil"]["link"] = "probe-b".into()),
+        ("depth", |c| c["sigil"]["depth"] = 8.into()),
+        ("contract", |c| {
+            c["sigil"]["contract"] = "sigil:control".into()
+        }),
+        ("kind", |c| c["sigil"]["kind"] = "invoke".into()),
+    ];
+    for (what, change) in COMMON_CHANGES.iter().chain(call) {
+        let (genuine, _) = token(|_| {});
+        let answer = ask(keeper.clone(), tamper(&genuine, change), body.clone()).await;
+        refused(answer, "does not verify", what);
+    }
+    // ... the payload, the target's subject, the lattice, the subject signed.
+    let (genuine, _) = token(|_| {});
+    let other = rmp_serde::to_vec_named(&json!({"key": "other"})).unwrap();
+    refused(
+        ask(keeper.clone(), genuine, other).await,
+        "altered",
+        "payload",
+    );
+    let (genuine, _) = token(|_| {});
+    let by_key = wire::actor_subject(&lattice, &key_b);
+    refused(
+        ask(by_key, genuine, body.clone()).await,
+        "meant for",
+        "target",
+    );
+    let (elsewhere, _) = token(|e| e.lattice = "elsewhere".into());
+    refused(
+        ask(keeper.clone(), elsewhere, body.clone()).await,
+        "another lattice",
+        "lattice",
+    );
+    let (misdirected, _) = token(|e| e.subject.push_str("-x"));
+    refused(
+        ask(keeper.clone(), misdirected, body.clone()).await,
+        "another subject",
+        "subject",
+    );
     rt.shutdown(Duration::from_secs(5)).await;
 }

@@ -10,12 +10,15 @@ use std::time::Duration;
 use futures::StreamExt;
 use sigil_claims::{ActorSpec, KeyKind, KeyPair, keys, sign_module};
 use sigil_host::up::Runtime;
-use sigil_host::up::control::{Command, ControlClient, ControlServer, link};
+use sigil_host::up::control::{
+    Command, ControlClient, ControlServer, host_subject, hosts_subject, link,
+};
 use sigil_providers::LinkConfig;
-use sigil_providers::plugin::Lattice;
+use sigil_providers::plugin::{Lattice, wire};
 
 use crate::common::sign;
 use crate::guests::guest;
+use crate::plugin::{COMMON_CHANGES, Change, outcome, send, tamper};
 use crate::providers::{PROBE_CAPS, call, provider, runtime, unique};
 
 const NATS: &str = "nats://127.0.0.1:4222";
@@ -455,4 +458,160 @@ provider = "kv"
     };
     assert_eq!(gone.0, 500, "{gone:?}");
     assert_eq!(http(at, "GET", "/kv/visits"), (200, "3".to_string()));
+}
+
+/// A command envelope for `host` on `lattice`, signed with `cluster` as an operator's
+/// client signs it; `edit` may change it first.
+fn command_token(
+    cluster: &KeyPair,
+    lattice: &str,
+    host: &str,
+    command: &Command,
+    edit: impl FnOnce(&mut wire::Envelope),
+) -> String {
+    let mut envelope = wire::Envelope {
+        v: wire::WIRE_VERSION,
+        kind: wire::RequestKind::Control,
+        actor: wire::WireActor {
+            subject: String::new(),
+            name: "operator".into(),
+            issuer: String::new(),
+            caps: Vec::new(),
+        },
+        contract: "sigil:control".into(),
+        link: host.to_string(),
+        operation: command.name().to_string(),
+        hash: wire::body_hash(b""),
+        deadline_ms: wire::now_ms() + 5000,
+        depth: 0,
+        lattice: lattice.to_string(),
+        subject: host_subject(lattice, host),
+        command: Some(serde_json::to_value(command).unwrap()),
+    };
+    edit(&mut envelope);
+    wire::sign_envelope(cluster, host, envelope).unwrap().0
+}
+
+fn with_token(token: &str) -> async_nats::HeaderMap {
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(wire::HEADER_INVOCATION, token);
+    headers
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_or_replayed_control_request_is_refused_and_changes_nothing() {
+    let lattice = unique("ctlsig");
+    let cluster = keys::generate(KeyKind::Cluster);
+    let (rt_a, control_a) = host(&lattice, &cluster, "host-a").await;
+    let (rt_b, control_b) = host(&lattice, &cluster, "host-b").await;
+    let (a, b) = (control_a.id().to_string(), control_b.id().to_string());
+    let ops = operator(&lattice, &cluster).await;
+    let probe = sign(&guest("probe"), "probe", PROBE_CAPS);
+    ops.command(&b, &Command::StartActor, probe.bytes.clone(), WAIT)
+        .await
+        .unwrap();
+    let scale = |n| Command::ScaleActor {
+        actor: "probe".into(),
+        max_concurrent: n,
+    };
+    ops.command(&b, &scale(7), Vec::new(), WAIT).await.unwrap();
+    let client = async_nats::connect(NATS).await.unwrap();
+    let ask = |subject: String, headers: async_nats::HeaderMap, body: &'static [u8]| {
+        let client = client.clone();
+        async move { outcome(&send(&client, subject, headers, body).await) }
+    };
+    let refused = |(kind, text): (Option<String>, String), expected: &str, what: &str| {
+        assert_eq!(kind.as_deref(), Some("refused"), "{what}: {text}");
+        assert!(text.contains(expected), "{what}: {text}");
+    };
+
+    // The reported case: `scale --host B probe 7` sent to a lattice no host serves,
+    // captured there, and re-sent to host B with another command in a header.
+    let idle = unique("ctlidle");
+    let mut captured = client.subscribe(host_subject(&idle, &b)).await.unwrap();
+    client.flush().await.unwrap();
+    let ops_idle = operator(&idle, &cluster).await;
+    let short = Duration::from_millis(300);
+    let _ = ops_idle.command(&b, &scale(7), Vec::new(), short).await;
+    let captured = captured.next().await.unwrap();
+    let mut headers = captured.headers.clone().unwrap();
+    let three = r#"{"command":"scale-actor","actor":"probe","max_concurrent":3}"#;
+    headers.insert("Sigil-Command", three);
+    let answer = ask(host_subject(&lattice, &b), headers, b"").await;
+    refused(answer, "another lattice", "the captured request");
+    assert_eq!(rt_b.actor_scale(&probe.subject), Some(7));
+
+    // A genuine request passes; the command it carries is the signed one, whatever a
+    // header says.
+    let token = command_token(&cluster, &lattice, &b, &scale(5), |_| {});
+    let mut headers = with_token(&token);
+    headers.insert("Sigil-Command", three);
+    let (kind, text) = ask(host_subject(&lattice, &b), headers, b"").await;
+    assert_eq!(kind, None, "{text}");
+    assert_eq!(rt_b.actor_scale(&probe.subject), Some(5));
+    // Replayed to host B, to host A, to the inventory subject: refused.
+    refused(
+        ask(host_subject(&lattice, &b), with_token(&token), b"").await,
+        "a replay",
+        "replay",
+    );
+    refused(
+        ask(host_subject(&lattice, &a), with_token(&token), b"").await,
+        "meant for",
+        "another host",
+    );
+    refused(
+        ask(hosts_subject(&lattice), with_token(&token), b"").await,
+        "meant for",
+        "the inventory subject",
+    );
+
+    // Each part of an otherwise genuine request changed: the signature fails.
+    let command: &[Change] = &[
+        ("command kind", |c| {
+            c["sigil"]["command"]["command"] = "stop-actor".into()
+        }),
+        ("command's actor", |c| {
+            c["sigil"]["command"]["actor"] = "someone".into()
+        }),
+        ("command's limit", |c| {
+            c["sigil"]["command"]["max_concurrent"] = 3.into()
+        }),
+        ("command removed", |c| {
+            c["sigil"].as_object_mut().unwrap().remove("command");
+        }),
+        ("kind", |c| c["sigil"]["kind"] = "invoke".into()),
+    ];
+    for (what, change) in COMMON_CHANGES.iter().chain(command) {
+        let token = command_token(&cluster, &lattice, &b, &scale(3), |_| {});
+        let token = tamper(&token, change);
+        let answer = ask(host_subject(&lattice, &b), with_token(&token), b"").await;
+        refused(answer, "does not verify", what);
+    }
+    // The body, the subject and the lattice, each changed before signing.
+    let token = command_token(&cluster, &lattice, &b, &scale(3), |_| {});
+    let answer = ask(host_subject(&lattice, &b), with_token(&token), b"module").await;
+    refused(answer, "altered", "body");
+    let token = command_token(&cluster, &lattice, &b, &scale(3), |e| {
+        e.subject = hosts_subject(&lattice);
+    });
+    let answer = ask(host_subject(&lattice, &b), with_token(&token), b"").await;
+    refused(answer, "another subject", "subject");
+    let token = command_token(&cluster, &lattice, &b, &scale(3), |e| {
+        e.lattice = "elsewhere".into();
+    });
+    let answer = ask(host_subject(&lattice, &b), with_token(&token), b"").await;
+    refused(answer, "another lattice", "lattice");
+    // A signed envelope without a command does nothing.
+    let token = command_token(&cluster, &lattice, &b, &scale(3), |e| e.command = None);
+    let (kind, text) = ask(host_subject(&lattice, &b), with_token(&token), b"").await;
+    assert_eq!(kind.as_deref(), Some("failed"), "{text}");
+    assert!(text.contains("names no command"), "{text}");
+    assert_eq!(rt_b.actor_scale(&probe.subject), Some(5));
+    assert_eq!(rt_a.actor_scale(&probe.subject), None);
+
+    control_a.stop().await;
+    control_b.stop().await;
+    rt_a.shutdown(Duration::from_secs(5)).await;
+    rt_b.shutdown(Duration::from_secs(5)).await;
 }

@@ -219,7 +219,8 @@ pub(crate) async fn raw_request(
     (kind, String::from_utf8_lossy(&answer.payload).into_owned())
 }
 
-pub(crate) fn envelope(body: &[u8]) -> Envelope {
+/// A genuine-looking invocation envelope for `body`, in `lattice`, sent to `subject`.
+pub(crate) fn envelope(lattice: &str, subject: String, body: &[u8]) -> Envelope {
     Envelope {
         v: WIRE_VERSION,
         kind: RequestKind::Invoke,
@@ -235,6 +236,9 @@ pub(crate) fn envelope(body: &[u8]) -> Envelope {
         hash: wire::body_hash(body),
         deadline_ms: wire::now_ms() + 5000,
         depth: 0,
+        lattice: lattice.to_string(),
+        subject,
+        command: None,
     }
 }
 
@@ -255,13 +259,23 @@ async fn forged_unsigned_altered_and_replayed_invocations_are_refused() {
 
     // Signed by a cluster key the plugin does not trust.
     let stranger = keys::generate(KeyKind::Cluster);
-    let (token, _) = wire::sign_envelope(&stranger, &me, envelope(&body)).unwrap();
+    let (token, _) = wire::sign_envelope(
+        &stranger,
+        &me,
+        envelope(&s.lattice, subjects.invoke(), &body),
+    )
+    .unwrap();
     let (kind, text) = raw_invoke(&s.client, &subjects, Some(&token), &body).await;
     assert_eq!(kind.as_deref(), Some("refused"));
     assert!(text.contains("not a trusted host cluster key"), "{text}");
 
     // A trusted envelope whose signature was tampered with.
-    let (token, _) = wire::sign_envelope(&s.cluster, &me, envelope(&body)).unwrap();
+    let (token, _) = wire::sign_envelope(
+        &s.cluster,
+        &me,
+        envelope(&s.lattice, subjects.invoke(), &body),
+    )
+    .unwrap();
     // One character inside the signature (the last one also carries padding bits).
     let mut forged = token.clone().into_bytes();
     let at = forged.len() - 10;
@@ -287,13 +301,18 @@ async fn forged_unsigned_altered_and_replayed_invocations_are_refused() {
 
     // An envelope meant for another plugin.
     let elsewhere = keys::generate(KeyKind::Service).public_key();
-    let (token, _) = wire::sign_envelope(&s.cluster, &elsewhere, envelope(&body)).unwrap();
+    let (token, _) = wire::sign_envelope(
+        &s.cluster,
+        &elsewhere,
+        envelope(&s.lattice, subjects.invoke(), &body),
+    )
+    .unwrap();
     let (kind, text) = raw_invoke(&s.client, &subjects, Some(&token), &body).await;
     assert_eq!(kind.as_deref(), Some("refused"));
     assert!(text.contains("meant for"), "{text}");
 
     // An expired one.
-    let mut old = envelope(&body);
+    let mut old = envelope(&s.lattice, subjects.invoke(), &body);
     old.deadline_ms = wire::now_ms() - 120_000;
     let (token, _) = wire::sign_envelope(&s.cluster, &me, old).unwrap();
     let (kind, text) = raw_invoke(&s.client, &subjects, Some(&token), &body).await;
@@ -340,9 +359,11 @@ async fn a_plugin_from_a_foreign_issuer_or_an_impostor_is_refused() {
         while let Some(m) = challenges.next().await {
             let request: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
             let nonce = request["nonce"].as_str().unwrap().to_string();
-            let sig = impostor.sign(nonce.as_bytes()).unwrap();
+            let sig = impostor
+                .sign(wire::identify_input(&nonce).as_bytes())
+                .unwrap();
             let answer = serde_json::json!({
-                "version": 1,
+                "version": WIRE_VERSION,
                 "claims": claims,
                 "signature": data_encoding::BASE64URL_NOPAD.encode(&sig),
                 "instance": "fake",
@@ -548,4 +569,195 @@ fn a_plugin_with_missing_or_mismatched_identity_refuses_to_start() {
     bad[2].1 = keys::generate(KeyKind::Account).public_key();
     let err = run(&bad, &["keyvalue-memory"]);
     assert!(err.contains("not a cluster public key"), "{err}");
+}
+
+/// `token` with its claims changed by `change`, and its signature kept as it was.
+pub(crate) fn tamper(token: &str, change: impl FnOnce(&mut serde_json::Value)) -> String {
+    use data_encoding::BASE64URL_NOPAD;
+    let parts: Vec<&str> = token.split('.').collect();
+    let decoded = BASE64URL_NOPAD.decode(parts[1].as_bytes()).unwrap();
+    let mut claims: serde_json::Value = serde_json::from_slice(&decoded).unwrap();
+    change(&mut claims);
+    let claims = BASE64URL_NOPAD.encode(&serde_json::to_vec(&claims).unwrap());
+    format!("{}.{claims}.{}", parts[0], parts[2])
+}
+
+/// A change to one signed claim of an envelope, named for the assertion messages.
+pub(crate) type Change = (&'static str, fn(&mut serde_json::Value));
+
+/// The claims of an envelope that every receiver relies on, each changed.
+pub(crate) const COMMON_CHANGES: &[Change] = &[
+    ("addressee", |c| c["sub"] = "VSOMEONEELSE".into()),
+    ("request ID", |c| c["jti"] = "0123456789abcdef".into()),
+    ("lattice", |c| c["sigil"]["lattice"] = "elsewhere".into()),
+    ("subject", |c| {
+        c["sigil"]["subject"] = "sigil.elsewhere.x".into()
+    }),
+    ("body hash", |c| {
+        c["sigil"]["hash"] = wire::body_hash(b"other").into()
+    }),
+    ("deadline", |c| {
+        c["sigil"]["deadline_ms"] = (wire::now_ms() + 3_600_000).into()
+    }),
+    ("operation", |c| c["sigil"]["operation"] = "Delete".into()),
+    ("caller", |c| {
+        c["sigil"]["actor"]["subject"] = "MSOMEONEELSE".into()
+    }),
+    ("caller's capabilities", |c| {
+        c["sigil"]["actor"]["caps"] = serde_json::json!(["x:y"])
+    }),
+];
+
+/// Sends `body` to `subject` with `headers`; answers the whole reply.
+pub(crate) async fn send(
+    client: &async_nats::Client,
+    subject: String,
+    headers: HeaderMap,
+    body: &[u8],
+) -> async_nats::Message {
+    client
+        .send_request(
+            subject,
+            async_nats::Request::new()
+                .headers(headers)
+                .payload(body.to_vec().into())
+                .timeout(Some(Duration::from_secs(5))),
+        )
+        .await
+        .unwrap()
+}
+
+/// The error kind and text of an answer.
+pub(crate) fn outcome(answer: &async_nats::Message) -> (Option<String>, String) {
+    let kind = answer
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(HEADER_ERROR))
+        .map(|v| v.as_str().to_string());
+    (kind, String::from_utf8_lossy(&answer.payload).into_owned())
+}
+
+/// Checks, against the running plugin of `s` (in Rust or Python), that a change to anything
+/// an invocation's receiver acts on is refused, and that its answers bind their request,
+/// their body and their error kind.
+pub(crate) async fn check_plugin_signatures(s: &Setup) {
+    let me = s.who.key.public_key();
+    let subjects = Subjects::new(&s.lattice, &me);
+    let body = rmp_serde::to_vec_named(&serde_json::json!({"key": "k"})).unwrap();
+    let sign = |e: Envelope| wire::sign_envelope(&s.cluster, &me, e).unwrap();
+    let fresh = || sign(envelope(&s.lattice, subjects.invoke(), &body));
+    let refused = |(kind, text): (Option<String>, String), expected: &str, what: &str| {
+        assert_eq!(kind.as_deref(), Some("refused"), "{what}: {text}");
+        assert!(text.contains(expected), "{what}: {text}");
+    };
+
+    // Each claim changed in a genuine envelope: its signature no longer verifies.
+    let link: &[Change] = &[
+        ("link name", |c| c["sigil"]["link"] = "other".into()),
+        ("contract", |c| {
+            c["sigil"]["contract"] = "wasmcloud:blobstore".into()
+        }),
+        ("kind", |c| c["sigil"]["kind"] = "link.put".into()),
+    ];
+    for (what, change) in COMMON_CHANGES.iter().chain(link) {
+        let (token, _) = fresh();
+        let token = tamper(&token, change);
+        let answer = raw_invoke(&s.client, &subjects, Some(&token), &body).await;
+        refused(answer, "does not verify", what);
+    }
+    // A genuine envelope with another payload.
+    let (token, _) = fresh();
+    let answer = raw_invoke(&s.client, &subjects, Some(&token), b"\x80").await;
+    refused(answer, "altered", "payload");
+    // Genuine envelopes sent elsewhere: from another lattice, for another subject, or on
+    // the subject of another kind of request.
+    let other = Subjects::new("elsewhere", &me);
+    let (token, _) = sign(envelope("elsewhere", other.invoke(), &body));
+    let answer = raw_invoke(&s.client, &subjects, Some(&token), &body).await;
+    refused(answer, "another lattice", "lattice");
+    let (token, _) = sign(envelope(&s.lattice, subjects.health(), &body));
+    let answer = raw_invoke(&s.client, &subjects, Some(&token), &body).await;
+    refused(answer, "another subject", "subject");
+    let (token, _) = fresh();
+    let answer = raw_request(&s.client, subjects.link_put(), Some(&token), &body).await;
+    refused(answer, "request, not", "kind");
+
+    // Answers: a genuine one opens for its own request only, and not once changed.
+    let key = KeyPair::from_public_key(&me).unwrap();
+    let open = |m: &async_nats::Message, jti: &str| {
+        wire::open_answer(m, jti, |_| Ok(&key)).map(|a| a.map_err(|(kind, _)| kind.as_str()))
+    };
+    let (token, jti) = fresh();
+    let answer = raw_message(&s.client, subjects.invoke(), Some(&token), &body).await;
+    assert_eq!(open(&answer, &jti), Ok(Err("unknown-link")));
+    let (_, other_jti) = fresh();
+    let e = open(&answer, &other_jti).unwrap_err();
+    assert!(e.contains("does not verify"), "another request: {e}");
+    let mut altered = answer.clone();
+    altered.payload = "all is well".into();
+    let e = open(&altered, &jti).unwrap_err();
+    assert!(e.contains("does not verify"), "altered body: {e}");
+    for (kind, expected) in [
+        (Some("failed"), "does not verify"),
+        (Some("refused"), "does not verify"),
+        (None, "does not verify"),
+        (Some("ok"), "names no error kind"),
+    ] {
+        let mut altered = answer.clone();
+        let mut headers = HeaderMap::new();
+        for (name, values) in answer.headers.iter().flat_map(|h| h.iter()) {
+            if name.to_string() != HEADER_ERROR {
+                for v in values {
+                    headers.append(name.clone(), v.clone());
+                }
+            }
+        }
+        if let Some(kind) = kind {
+            headers.insert(HEADER_ERROR, kind);
+        }
+        altered.headers = Some(headers);
+        let e = open(&altered, &jti).unwrap_err();
+        assert!(e.contains(expected), "error header {kind:?}: {e}");
+    }
+    // A refusal is signed for the request it refuses, and opens for that one only.
+    let (token, jti) = fresh();
+    let refusal = raw_message(&s.client, subjects.invoke(), Some(&token), b"\x80").await;
+    assert_eq!(open(&refusal, &jti), Ok(Err("refused")));
+    assert!(open(&refusal, &other_jti).is_err());
+    assert!(open(&refusal, "").is_err());
+    // An identity challenge shaped like an answer does not get an answer signed.
+    let (_, jti) = fresh();
+    let nonce = wire::response_input(&jti, b"forged", None);
+    let challenge = serde_json::to_vec(&serde_json::json!({ "nonce": nonce })).unwrap();
+    let reply = send(&s.client, subjects.identify(), HeaderMap::new(), &challenge).await;
+    let reply: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
+    let signature = reply["signature"].as_str().unwrap();
+    assert!(wire::verify_response(&key, &jti, b"forged", None, Some(signature)).is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_field_a_plugin_acts_on_is_signed_and_answers_bind_their_request() {
+    let s = setup(identity("keyvalue"), Policy::new()).await;
+    let _plugin = start_plugin(&s.lattice, &s.who, &s.cluster);
+    let me = s.who.key.public_key();
+    wait_ready(&s.client, &s.lattice, &me).await;
+    check_plugin_signatures(&s).await;
+
+    // Two envelopes on one request: which one counts would be up to the reader.
+    let subjects = Subjects::new(&s.lattice, &me);
+    let body = rmp_serde::to_vec_named(&serde_json::json!({"key": "k"})).unwrap();
+    let (token, _) = wire::sign_envelope(
+        &s.cluster,
+        &me,
+        envelope(&s.lattice, subjects.invoke(), &body),
+    )
+    .unwrap();
+    let mut headers = HeaderMap::new();
+    headers.append(HEADER_INVOCATION, token.as_str());
+    headers.append(HEADER_INVOCATION, token.as_str());
+    let answer = send(&s.client, subjects.invoke(), headers, &body).await;
+    let (kind, text) = outcome(&answer);
+    assert_eq!(kind.as_deref(), Some("refused"), "{text}");
+    assert!(text.contains("2 Sigil-Invocation headers"), "{text}");
+    s.rt.shutdown(Duration::from_secs(5)).await;
 }

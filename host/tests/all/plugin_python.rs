@@ -143,7 +143,12 @@ async fn the_python_plugin_refuses_unsigned_and_altered_invocations_and_stops_on
     .unwrap();
 
     // A genuine envelope with a tampered body.
-    let (token, jti) = wire::sign_envelope(&s.cluster, &me, envelope(&body)).unwrap();
+    let (token, jti) = wire::sign_envelope(
+        &s.cluster,
+        &me,
+        envelope(&s.lattice, subjects.invoke(), &body),
+    )
+    .unwrap();
     let tampered = rmp_serde::to_vec_named(&json!({"key": "someone else's"})).unwrap();
     let (kind, text) = raw_invoke(&s.client, &subjects, Some(&token), &tampered).await;
     assert_eq!(kind.as_deref(), Some("refused"));
@@ -170,7 +175,7 @@ async fn the_python_plugin_refuses_unsigned_and_altered_invocations_and_stops_on
 
     // A link sent by hand, then an operation the contract does not have.
     let call_env = {
-        let mut e = envelope(&body);
+        let mut e = envelope(&s.lattice, subjects.invoke(), &body);
         e.operation = "Frobnicate".into();
         e
     };
@@ -182,7 +187,7 @@ async fn the_python_plugin_refuses_unsigned_and_altered_invocations_and_stops_on
         config: Default::default(),
     };
     let link_body = serde_json::to_vec(&message).unwrap();
-    let mut link_env = envelope(&link_body);
+    let mut link_env = envelope(&s.lattice, subjects.link_put(), &link_body);
     link_env.kind = RequestKind::LinkPut;
     link_env.actor = call_env.actor.clone();
     link_env.operation = String::new();
@@ -218,5 +223,15 @@ async fn the_python_plugin_refuses_unsigned_and_altered_invocations_and_stops_on
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(status.success(), "{status}");
+    s.rt.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_plugin_refuses_every_changed_field_and_binds_its_answers() {
+    require_python();
+    let s = setup(identity("keyvalue"), Policy::new()).await;
+    let _plugin = start_python_plugin(&s);
+    wait_ready(&s.client, &s.lattice, &s.who.key.public_key()).await;
+    crate::plugin::check_plugin_signatures(&s).await;
     s.rt.shutdown(Duration::from_secs(5)).await;
 }

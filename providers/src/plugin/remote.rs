@@ -256,7 +256,7 @@ impl Inner {
         let sig = data_encoding::BASE64URL_NOPAD
             .decode(answer.signature.as_bytes())
             .map_err(|_| refused("its challenge signature is not base64url".into()))?;
-        key.verify(nonce.as_bytes(), &sig)
+        key.verify(wire::identify_input(&nonce).as_bytes(), &sig)
             .map_err(|_| refused("it cannot sign with its key (an impostor)".into()))?;
         tracing::info!(
             plugin = %self.key,
@@ -283,11 +283,13 @@ impl Inner {
         &self,
         kind: RequestKind,
         subject: String,
-        envelope: Envelope,
+        mut envelope: Envelope,
         body: Bytes,
         wait: Duration,
     ) -> Result<Result<Bytes, (ErrorKind, String)>, ProviderError> {
         let verified = self.identify().await?;
+        envelope.lattice = self.lattice.name.clone();
+        envelope.subject = subject.clone();
         let client = self.lattice.client().await?;
         let (token, jti) = wire::sign_envelope(&self.lattice.cluster, &self.key, envelope)
             .map_err(ProviderError::Failed)?;
@@ -353,6 +355,9 @@ impl Inner {
             hash: wire::body_hash(&body),
             deadline_ms: deadline_ms(Instant::now() + wait),
             depth: 0,
+            lattice: String::new(),
+            subject: String::new(),
+            command: None,
         };
         let subject = match kind {
             RequestKind::LinkPut => self.subjects.link_put(),
@@ -406,6 +411,9 @@ impl Inner {
             hash: wire::body_hash(call.payload),
             deadline_ms: deadline_ms(now + wait),
             depth: 0,
+            lattice: String::new(),
+            subject: String::new(),
+            command: None,
         };
         self.request(
             RequestKind::Invoke,

@@ -12,8 +12,8 @@ use nkeys::KeyPair;
 use sigil_claims::ProviderMetadata;
 
 use super::wire::{
-    self, EnvelopeVerifier, ErrorKind, HEADER_INVOCATION, HealthResponse, Hello, IdentifyRequest,
-    IdentifyResponse, LinkMessage, QUEUE_GROUP, RequestKind, Subjects, WIRE_VERSION,
+    self, EnvelopeVerifier, ErrorKind, HealthResponse, Hello, IdentifyRequest, IdentifyResponse,
+    LinkMessage, QUEUE_GROUP, RequestKind, Subjects, WIRE_VERSION,
 };
 use crate::{ActorIdentity, ActorInvoker, Invocation, Provider};
 
@@ -158,7 +158,7 @@ pub async fn serve_until(
             provider.contract_id()
         ));
     }
-    let verifier = EnvelopeVerifier::new(&me, &config.cluster_issuers)?;
+    let verifier = EnvelopeVerifier::new(&me, &config.lattice, &config.cluster_issuers)?;
     let client = async_nats::connect(&config.nats)
         .await
         .map_err(|e| format!("cannot connect to NATS at {}: {e}", config.nats))?;
@@ -185,7 +185,6 @@ pub async fn serve_until(
     });
     let hello = Hello {
         key: me.clone(),
-        contract: provider.contract_id().to_string(),
         instance: served.instance.clone(),
     };
     let hello = serde_json::to_vec(&hello).map_err(|e| e.to_string())?;
@@ -268,14 +267,6 @@ impl Served {
         self.reply(message, headers, body).await;
     }
 
-    fn envelope(&self, message: &async_nats::Message) -> Option<String> {
-        message
-            .headers
-            .as_ref()
-            .and_then(|h| h.get(HEADER_INVOCATION))
-            .map(|v| v.as_str().to_string())
-    }
-
     async fn identify(&self, message: async_nats::Message) {
         let Ok(request) = serde_json::from_slice::<IdentifyRequest>(&message.payload) else {
             self.refuse(
@@ -287,7 +278,10 @@ impl Served {
             .await;
             return;
         };
-        let signature = match self.key.sign(request.nonce.as_bytes()) {
+        let signature = match self
+            .key
+            .sign(wire::identify_input(&request.nonce).as_bytes())
+        {
             Ok(s) => data_encoding::BASE64URL_NOPAD.encode(&s),
             Err(e) => {
                 tracing::error!(error = %e, "cannot sign an identity challenge");
@@ -306,15 +300,12 @@ impl Served {
     }
 
     async fn link(&self, message: async_nats::Message, kind: RequestKind) {
-        let token = self.envelope(&message);
-        let claims = match self
-            .verifier
-            .verify(token.as_deref(), kind, &message.payload)
-        {
+        let claims = match self.verifier.verify(kind, &message) {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %e, "link request refused");
-                self.refuse(&message, "", ErrorKind::Refused, &e).await;
+                let jti = wire::refusal_jti(&message);
+                self.refuse(&message, &jti, ErrorKind::Refused, &e).await;
                 return;
             }
         };
@@ -383,19 +374,15 @@ impl Served {
     }
 
     async fn invoke(&self, message: async_nats::Message) {
-        let token = self.envelope(&message);
-        let claims =
-            match self
-                .verifier
-                .verify(token.as_deref(), RequestKind::Invoke, &message.payload)
-            {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(error = %e, "invocation refused");
-                    self.refuse(&message, "", ErrorKind::Refused, &e).await;
-                    return;
-                }
-            };
+        let claims = match self.verifier.verify(RequestKind::Invoke, &message) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "invocation refused");
+                let jti = wire::refusal_jti(&message);
+                self.refuse(&message, &jti, ErrorKind::Refused, &e).await;
+                return;
+            }
+        };
         let env = claims.sigil;
         let known = lock(&self.links).contains_key(&(env.actor.subject.clone(), env.link.clone()));
         if !known {

@@ -1,4 +1,4 @@
-//! The plugin wire format (version 1), shared by the host's side and the plugin SDK. Every
+//! The plugin wire format (version 2), shared by the host's side and the plugin SDK. Every
 //! rule here is documented in `docs/provider-plugins.md`, so a plugin in any language can
 //! speak it with a NATS client and an Ed25519 library.
 
@@ -13,8 +13,10 @@ use sha2::{Digest, Sha256};
 
 use crate::{ActorIdentity, LinkConfig};
 
-/// The wire format's version, carried in every envelope and identity answer.
-pub const WIRE_VERSION: u32 = 1;
+/// The wire format's version, carried in every envelope and identity answer. Version 2
+/// signs the lattice, the subject and a control request's command into the envelope, binds
+/// refusals to their request, and prefixes what answers and identity challenges sign.
+pub const WIRE_VERSION: u32 = 2;
 
 /// Header: the host's signed envelope of a request.
 pub const HEADER_INVOCATION: &str = "Sigil-Invocation";
@@ -176,6 +178,16 @@ pub struct Envelope {
     /// actor that was not itself called).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub depth: u32,
+    /// The lattice the request was made in: a receiver in another lattice refuses it.
+    #[serde(default)]
+    pub lattice: String,
+    /// The NATS subject the request was sent to: a receiver refuses it on any other.
+    #[serde(default)]
+    pub subject: String,
+    /// For a command to a host: the command and its arguments, which the host acts on
+    /// (from here only, never from a header).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<serde_json::Value>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -254,8 +266,6 @@ pub struct IdentifyResponse {
 pub struct Hello {
     /// Its key (`V...`).
     pub key: String,
-    /// Its contract ID.
-    pub contract: String,
     /// This process's random instance ID.
     pub instance: String,
 }
@@ -346,6 +356,7 @@ pub fn sign_envelope(
 /// and that none is used twice.
 pub struct EnvelopeVerifier {
     own_key: String,
+    lattice: String,
     trusted: HashMap<String, KeyPair>,
     seen: Mutex<HashMap<String, u64>>,
 }
@@ -354,6 +365,7 @@ impl std::fmt::Debug for EnvelopeVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EnvelopeVerifier")
             .field("own_key", &self.own_key)
+            .field("lattice", &self.lattice)
             .field("trusted", &self.trusted.keys().collect::<Vec<_>>())
             .finish_non_exhaustive()
     }
@@ -363,8 +375,9 @@ impl std::fmt::Debug for EnvelopeVerifier {
 const SEEN_LIMIT: usize = 1 << 20;
 
 impl EnvelopeVerifier {
-    /// A verifier for the plugin `own_key`, trusting hosts whose cluster keys are `issuers`.
-    pub fn new(own_key: &str, issuers: &[String]) -> Result<Self, String> {
+    /// A verifier for the plugin `own_key` in `lattice`, trusting hosts whose cluster keys
+    /// are `issuers`.
+    pub fn new(own_key: &str, lattice: &str, issuers: &[String]) -> Result<Self, String> {
         let mut trusted = HashMap::new();
         for issuer in issuers {
             if !issuer.starts_with('C') {
@@ -383,6 +396,7 @@ impl EnvelopeVerifier {
         }
         Ok(EnvelopeVerifier {
             own_key: own_key.to_string(),
+            lattice: lattice.to_string(),
             trusted,
             seen: Mutex::new(HashMap::new()),
         })
@@ -394,24 +408,36 @@ impl EnvelopeVerifier {
         self.trusted.get(key)
     }
 
-    /// Checks `token` for a request of `kind` with `body`, addressed to this plugin;
+    /// Checks the envelope of `message`, a request of `kind` addressed to this plugin;
     /// answers its claims.
     pub fn verify(
         &self,
-        token: Option<&str>,
         kind: RequestKind,
-        body: &[u8],
+        message: &async_nats::Message,
     ) -> Result<EnvelopeClaims, String> {
-        self.verify_to(&self.own_key, token, kind, body)
+        self.verify_message(&self.own_key, kind, message)
     }
 
-    /// [`EnvelopeVerifier::verify`] for a request addressed to `to` (an actor target, for
-    /// a host serving actor calls).
+    /// [`EnvelopeVerifier::verify`] for a request addressed to `to` (an actor target, a
+    /// host ID, or `hosts` for an inventory request).
+    pub fn verify_message(
+        &self,
+        to: &str,
+        kind: RequestKind,
+        message: &async_nats::Message,
+    ) -> Result<EnvelopeClaims, String> {
+        let token = invocation_token(message)?;
+        self.verify_to(to, token, kind, message.subject.as_str(), &message.payload)
+    }
+
+    /// Checks `token` for a request of `kind` with `body` that came on `subject`,
+    /// addressed to `to`; answers its claims.
     pub fn verify_to(
         &self,
         to: &str,
         token: Option<&str>,
         kind: RequestKind,
+        subject: &str,
         body: &[u8],
     ) -> Result<EnvelopeClaims, String> {
         let token = token.ok_or("the request carries no Sigil-Invocation envelope")?;
@@ -459,10 +485,22 @@ impl EnvelopeVerifier {
                 claims.sigil.v
             ));
         }
+        if claims.sigil.lattice != self.lattice {
+            return Err(format!(
+                "the envelope is for lattice {:?}, not {:?} (replayed from another lattice)",
+                claims.sigil.lattice, self.lattice
+            ));
+        }
         if claims.sigil.kind != kind {
             return Err(format!(
                 "the envelope is for a {:?} request, not {kind:?}",
                 claims.sigil.kind
+            ));
+        }
+        if claims.sigil.subject != subject {
+            return Err(format!(
+                "the envelope is for subject {}, not {subject} (replayed to another subject)",
+                claims.sigil.subject
             ));
         }
         if claims.sigil.hash != body_hash(body) {
@@ -500,13 +538,69 @@ impl EnvelopeVerifier {
     }
 }
 
-/// The text a plugin signs for an answer to the envelope `jti`.
+/// The envelope token of `message`: `None` when it has none; an error when it has more
+/// than one `Sigil-Invocation` header or a value that is not text.
+pub fn invocation_token(message: &async_nats::Message) -> Result<Option<&str>, String> {
+    let Some(headers) = message.headers.as_ref() else {
+        return Ok(None);
+    };
+    let mut values = headers.get_all(HEADER_INVOCATION);
+    let first = values.next();
+    let more = values.count();
+    if more > 0 {
+        return Err(format!(
+            "the request carries {} Sigil-Invocation headers; send exactly one",
+            more + 1
+        ));
+    }
+    Ok(first.map(|v| v.as_str()))
+}
+
+/// The `jti` a refusal of `message` is signed for: the ID its envelope claims, read
+/// without checking the signature (the refusal may be about the signature), or empty
+/// when there is no readable one. The requester accepts only a refusal for its own ID.
+pub fn refusal_jti(message: &async_nats::Message) -> String {
+    let token = invocation_token(message)
+        .ok()
+        .flatten()
+        .or_else(|| {
+            message
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(HEADER_INVOCATION))
+                .map(|v| v.as_str())
+        })
+        .unwrap_or_default();
+    let jti = token
+        .split('.')
+        .nth(1)
+        .and_then(|segment| BASE64URL_NOPAD.decode(segment.as_bytes()).ok())
+        .and_then(|claims| serde_json::from_slice::<serde_json::Value>(&claims).ok())
+        .and_then(|claims| claims.get("jti")?.as_str().map(str::to_string))
+        .unwrap_or_default();
+    let plain = jti.len() <= 64
+        && jti
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if plain { jti } else { String::new() }
+}
+
+/// The text a plugin signs to answer the identity challenge `nonce`. The prefix keeps it
+/// from ever being the text of an answer, so a challenge cannot get an answer signed.
+pub fn identify_input(nonce: &str) -> String {
+    format!("identify.{nonce}")
+}
+
+/// The text signed for an answer to the envelope `jti`: `answer.<jti>.<hash of the
+/// body>.<ok or the error kind>`.
 pub fn response_input(jti: &str, body: &[u8], error: Option<ErrorKind>) -> String {
-    format!(
-        "{jti}.{}.{}",
-        body_hash(body),
-        error.map_or("ok", ErrorKind::as_str)
-    )
+    answer_input(jti, body, error.map_or("ok", ErrorKind::as_str))
+}
+
+/// [`response_input`] for the outcome as written in the answer (`ok`, or the
+/// `Sigil-Error` header's text as sent, so an altered header does not verify).
+fn answer_input(jti: &str, body: &[u8], outcome: &str) -> String {
+    format!("answer.{jti}.{}.{outcome}", body_hash(body))
 }
 
 /// Signs an answer with the plugin's key (unpadded base64url).
@@ -529,22 +623,42 @@ pub fn verify_response(
     error: Option<ErrorKind>,
     signature: Option<&str>,
 ) -> Result<(), String> {
+    verify_answer(
+        plugin,
+        jti,
+        body,
+        error.map_or("ok", ErrorKind::as_str),
+        signature,
+    )
+}
+
+fn verify_answer(
+    signer: &KeyPair,
+    jti: &str,
+    body: &[u8],
+    outcome: &str,
+    signature: Option<&str>,
+) -> Result<(), String> {
     let signature = signature.ok_or("the answer is not signed")?;
     let sig = BASE64URL_NOPAD
         .decode(signature.as_bytes())
         .map_err(|_| "the answer's signature is not base64url")?;
-    plugin
-        .verify(response_input(jti, body, error).as_bytes(), &sig)
-        .map_err(|_| "the answer's signature does not verify (not from the plugin)".to_string())
+    signer
+        .verify(answer_input(jti, body, outcome).as_bytes(), &sig)
+        .map_err(|_| {
+            "the answer's signature does not verify (its body or Sigil-Error header was \
+             altered, it answers another request, or it is not from the signer)"
+                .to_string()
+        })
 }
 
 /// What a signed answer said: its body, or its error kind and message.
 pub type Answer = Result<bytes::Bytes, (ErrorKind, String)>;
 
 /// The headers of an answer to the envelope `jti`: the signature by `key` over the ID, the
-/// body and the outcome (a refusal is signed for no ID, as it may come before the
-/// envelope could be read), the error kind when it is one, and, when `name_signer`, the
-/// signer's public key (hosts do; a plugin's key is known).
+/// body and the outcome (a refusal is signed for [`refusal_jti`]), the error kind when it
+/// is one, and, when `name_signer`, the signer's public key (hosts do; a plugin's key is
+/// known).
 pub fn answer_headers(
     key: &KeyPair,
     jti: &str,
@@ -552,11 +666,6 @@ pub fn answer_headers(
     error: Option<ErrorKind>,
     name_signer: bool,
 ) -> async_nats::HeaderMap {
-    let jti = if error == Some(ErrorKind::Refused) {
-        ""
-    } else {
-        jti
-    };
     let mut headers = async_nats::HeaderMap::new();
     match sign_response(key, jti, body, error) {
         Ok(sig) => headers.insert(HEADER_RESPONSE, sig.as_str()),
@@ -573,7 +682,8 @@ pub fn answer_headers(
 
 /// Checks the signature of an answer to the envelope `jti`; `signer` picks the key to
 /// check it with, given the answer's `Sigil-Signer` header, if any. An answer that is
-/// not signed by that key is an `Err`; a signed error answer is `Ok(Err(..))`.
+/// not signed by that key for this `jti`, its body and its outcome (refusals included) is
+/// an `Err`; a signed error answer is `Ok(Err(..))`.
 pub fn open_answer<'k>(
     message: &async_nats::Message,
     jti: &str,
@@ -586,14 +696,24 @@ pub fn open_answer<'k>(
             .and_then(|h| h.get(name))
             .map(|v| v.as_str())
     };
-    let error = header(HEADER_ERROR).map(ErrorKind::parse);
+    let outcome = header(HEADER_ERROR);
+    if let Some(kind) = outcome
+        && ErrorKind::parse(kind).as_str() != kind
+    {
+        return Err(format!(
+            "the answer's Sigil-Error header {kind:?} names no error kind (refused, \
+             unknown-link, failed)"
+        ));
+    }
+    let error = outcome.map(ErrorKind::parse);
     let key = signer(header(HEADER_SIGNER))?;
-    let jti = if error == Some(ErrorKind::Refused) {
-        ""
-    } else {
-        jti
-    };
-    verify_response(key, jti, &message.payload, error, header(HEADER_RESPONSE))?;
+    verify_answer(
+        key,
+        jti,
+        &message.payload,
+        outcome.unwrap_or("ok"),
+        header(HEADER_RESPONSE),
+    )?;
     Ok(match error {
         None => Ok(message.payload.clone()),
         Some(kind) => Err((kind, String::from_utf8_lossy(&message.payload).into_owned())),
