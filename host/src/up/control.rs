@@ -278,10 +278,8 @@ impl ControlServer {
                 serde_json::json!({ "labels": inner.labels }),
             )
             .await;
-        client
-            .flush()
-            .await
-            .map_err(|e| format!("cannot reach NATS: {e}"))?;
+        // Once the server has the subscriptions, requests from other connections find them.
+        wire::settle(&client).await?;
         tracing::info!(host = %inner.id, lattice = %inner.lattice.name, "control interface serving");
         Ok(ControlServer { inner, tasks })
     }

@@ -157,11 +157,7 @@ impl ActorRouter {
             lock(&calls.serving).insert(subject, Serving { stop, task });
         }
         // Once the server has the subscriptions, calls from other connections find them.
-        calls
-            .client
-            .flush()
-            .await
-            .map_err(|e| format!("cannot reach NATS: {e}"))?;
+        wire::settle(&calls.client).await?;
         Ok(())
     }
 

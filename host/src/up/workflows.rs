@@ -184,6 +184,10 @@ pub async fn start(
                     .queue_subscribe(subject.clone(), group)
                     .await
                     .map_err(|e| at(format!("cannot subscribe to trigger {subject:?}: {e}")))?;
+                // Once the server has the subscription, the first message finds it.
+                sigil_providers::plugin::wire::settle(&client)
+                    .await
+                    .map_err(|e| at(format!("cannot subscribe to trigger {subject:?}: {e}")))?;
                 tokio::spawn(async move {
                     use futures::StreamExt;
                     while let Some(msg) = sub.next().await {

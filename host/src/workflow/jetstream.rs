@@ -244,8 +244,7 @@ impl JetStreamBackend {
             .await
             .map_err(|err| unavailable(format!("subscribing to {subject}"), err))?;
         // Once the server has the subscription, a presence request finds it.
-        self.client
-            .flush()
+        sigil_providers::plugin::wire::settle(&self.client)
             .await
             .map_err(|err| unavailable(format!("subscribing to {subject}"), err))?;
         let client = self.client.clone();

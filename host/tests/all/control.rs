@@ -529,7 +529,10 @@ async fn a_changed_or_replayed_control_request_is_refused_and_changes_nothing() 
     // captured there, and re-sent to host B with another command in a header.
     let idle = unique("ctlidle");
     let mut captured = client.subscribe(host_subject(&idle, &b)).await.unwrap();
-    client.flush().await.unwrap();
+    // The server has the subscription before anything is sent to it.
+    sigil_providers::plugin::wire::settle(&client)
+        .await
+        .unwrap();
     let ops_idle = operator(&idle, &cluster).await;
     let short = Duration::from_millis(300);
     let _ = ops_idle.command(&b, &scale(7), Vec::new(), short).await;

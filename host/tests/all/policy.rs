@@ -615,7 +615,10 @@ async fn decision_service(
     let subject = format!("sigil.test.policy.{}", uuid::Uuid::new_v4().simple());
     let client = async_nats::connect(NATS).await.unwrap();
     let mut requests = client.subscribe(subject.clone()).await.unwrap();
-    client.flush().await.unwrap();
+    // The server has the subscription before anything is sent to it.
+    sigil_providers::plugin::wire::settle(&client)
+        .await
+        .unwrap();
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
         while let Some(message) = requests.next().await {

@@ -407,7 +407,10 @@ async fn messaging_on_nats_checks_subjects_and_delivers_subscriptions() {
 
     let client = async_nats::connect("127.0.0.1:4222").await.unwrap();
     let mut sub = client.subscribe(format!("{base}.out.>")).await.unwrap();
-    client.flush().await.unwrap();
+    // The server has the subscription before anything is sent to it.
+    sigil_providers::plugin::wire::settle(&client)
+        .await
+        .unwrap();
     call(
         &rt,
         "probe",

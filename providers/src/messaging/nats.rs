@@ -220,6 +220,12 @@ impl Transport for NatsTransport {
                     SendError::Unavailable(format!("NATS at {}: {e}", self.address))
                 }
             })?;
+        // Once the server has the subscription, messages from other connections reach it.
+        // Without an answer (the server is away) the client still holds the subscription
+        // and makes it again when it reconnects.
+        if let Err(e) = crate::plugin::wire::settle(client).await {
+            tracing::warn!(address = %self.address, subject = pattern, error = %e, "NATS: subscription not confirmed yet");
+        }
         Ok(subscriber.map(message).boxed())
     }
 

@@ -737,3 +737,23 @@ pub async fn subscribe(
     };
     subscribed.map_err(|e| format!("cannot subscribe to {subject}: {e}"))
 }
+
+/// How long [`settle`] waits for the server's answer.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Returns once the NATS server has read everything `client` sent before (its new
+/// subscriptions above all), so that a request from another connection finds them.
+/// `Client::flush` only writes to the socket; this makes one round trip: a request to a
+/// subject nobody serves, which the server refuses with "no responders" only after it has
+/// processed what came before it on the same connection.
+pub async fn settle(client: &async_nats::Client) -> Result<(), String> {
+    let nobody = format!("{}.settle", client.new_inbox());
+    let request = async_nats::Request::new().timeout(Some(SETTLE_TIMEOUT));
+    match client.send_request(nobody, request).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => Ok(()),
+        Err(e) => Err(format!(
+            "the NATS server did not confirm the subscriptions: {e}"
+        )),
+    }
+}
