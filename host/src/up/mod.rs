@@ -108,21 +108,7 @@ pub async fn start_with(
             })?;
         builtins.lattice = Some(lattice);
     }
-    for (index, spec) in config.providers.iter().enumerate() {
-        let p = &spec.value;
-        let table = format!("providers[{index}]");
-        let provider = create_provider(&p.kind, &p.config, &builtins).map_err(|e| {
-            config.error_in_config(
-                &table,
-                spec.line,
-                format!("provider {:?} ({}): {e}", p.name, p.kind),
-            )
-        })?;
-        runtime
-            .add_provider(&p.name, provider)
-            .await
-            .map_err(|e| config.error_in_config(&table, spec.line, e.to_string()))?;
-    }
+    add_providers(config, &runtime, &builtins).await?;
 
     for (index, link) in config.links.iter().enumerate() {
         runtime.add_link(&link.value).await.map_err(|e| {
@@ -214,6 +200,33 @@ pub async fn start_with(
     })
 }
 
+/// Creates the configuration's providers and adds them to `runtime`; answers them in the
+/// configuration's order. Errors name the provider's table, or the key at fault in it.
+async fn add_providers(
+    config: &HostConfig,
+    runtime: &Runtime,
+    builtins: &Builtins,
+) -> Result<Vec<Arc<dyn sigil_providers::Provider>>, ConfigError> {
+    let mut added = Vec::with_capacity(config.providers.len());
+    for (index, spec) in config.providers.iter().enumerate() {
+        let p = &spec.value;
+        let table = format!("providers[{index}]");
+        let provider = create_provider(&p.kind, &p.config, builtins).map_err(|e| {
+            config.error_in_config(
+                &table,
+                spec.line,
+                format!("provider {:?} ({}): {e}", p.name, p.kind),
+            )
+        })?;
+        runtime
+            .add_provider(&p.name, provider.clone())
+            .await
+            .map_err(|e| config.error_in_config(&table, spec.line, e.to_string()))?;
+        added.push(provider);
+    }
+    Ok(added)
+}
+
 /// The runtime `config` asks for (engine, policy), with the configuration's actors
 /// loaded.
 async fn runtime_with_actors(config: &HostConfig) -> Result<Arc<Runtime>, ConfigError> {
@@ -300,20 +313,13 @@ async fn check_the_rest(
         })?;
         builtins.lattice = Some(lattice);
     }
-    for (index, spec) in config.providers.iter().enumerate() {
-        let p = &spec.value;
-        let table = format!("providers[{index}]");
-        let provider = create_provider(&p.kind, &p.config, &builtins).map_err(|e| {
-            config.error_in_config(
-                &table,
-                spec.line,
-                format!("provider {:?} ({}): {e}", p.name, p.kind),
-            )
-        })?;
-        runtime
-            .add_provider(&p.name, provider.clone())
-            .await
-            .map_err(|e| config.error_in_config(&table, spec.line, e.to_string()))?;
+    for (index, provider) in add_providers(config, runtime, &builtins)
+        .await?
+        .into_iter()
+        .enumerate()
+    {
+        let spec = &config.providers[index];
+        let (p, table) = (&spec.value, format!("providers[{index}]"));
         // A plugin runs on its own and may start after the host; the others' backends
         // must answer now.
         if p.kind != "plugin"

@@ -362,19 +362,7 @@ impl Runtime {
     /// Applies a link; its actor must be loaded, and the host's policy, if any, must allow
     /// it.
     pub async fn add_link(&self, definition: &LinkDefinition) -> Result<(), RuntimeLinkError> {
-        let actor = self
-            .host
-            .actor(&definition.actor)
-            .ok_or_else(|| RuntimeLinkError::NoSuchActor(definition.actor.clone()))?;
-        // The claims first: a link they refuse is refused by the registry with its own
-        // message, and never reaches the policy.
-        if let Some(enforcer) = self.host.enforcer()
-            && actor.identity().has_capability(&definition.contract_id)
-        {
-            enforcer
-                .check_link(actor.identity(), actor.claims().tags(), definition)
-                .await?;
-        }
+        let actor = self.permitted_link_actor(definition).await?;
         self.registry
             .add_link(actor.identity().clone(), definition)
             .await?;
@@ -385,6 +373,20 @@ impl Runtime {
     /// Checks a link as [`Runtime::add_link`] would (its actor, the claims, the policy,
     /// the provider's settings) without applying it: nothing is bound or subscribed.
     pub async fn check_link(&self, definition: &LinkDefinition) -> Result<(), RuntimeLinkError> {
+        let actor = self.permitted_link_actor(definition).await?;
+        self.registry
+            .check_link(actor.identity().clone(), definition)
+            .await?;
+        Ok(())
+    }
+
+    /// The actor a link binds, once the host's policy (if any) allows the link. The claims
+    /// come first: a link they refuse is refused by the registry with its own message, and
+    /// never reaches the policy.
+    async fn permitted_link_actor(
+        &self,
+        definition: &LinkDefinition,
+    ) -> Result<Arc<crate::Actor>, RuntimeLinkError> {
         let actor = self
             .host
             .actor(&definition.actor)
@@ -396,10 +398,7 @@ impl Runtime {
                 .check_link(actor.identity(), actor.claims().tags(), definition)
                 .await?;
         }
-        self.registry
-            .check_link(actor.identity().clone(), definition)
-            .await?;
-        Ok(())
+        Ok(actor)
     }
 
     /// Removes a link of an actor (by key or name).
