@@ -227,7 +227,9 @@ impl LatticeCalls {
             let _ = s.stop.send(());
             let _ = s.task.await;
         }
-        let _ = self.client.flush().await;
+        if let Err(e) = wire::settle(&self.client).await {
+            tracing::warn!(error = %e, "leaving the lattice: the server did not confirm");
+        }
     }
 
     /// Calls `call.binding` on whichever host of the lattice runs it.

@@ -336,11 +336,13 @@ async fn wait_is_woken_by_each_change_of_the_run_not_by_a_timer() {
         assert_eq!(seen.last(), Some(&workflow.spec.steps.len()), "{seen:?}");
     }
     // A run changed by someone else wakes a waiter the same way: its step is routed where
-    // no host consumes, so it stays queued until the run is cancelled.
+    // a consumer is attached but never takes anything (so the route counts as served and
+    // the run is accepted), so it stays queued until the run is cancelled.
     let workflow = Workflow::from_yaml(
         "version: 1\nname: idle\nsteps:\n  - { name: only, actor: probe, operation: echo }\n",
     )
     .unwrap();
+    let _idle_consumer = f.backend.consume("name.unserved").await.unwrap();
     let unserved = [("only".to_string(), "name.unserved".to_string())].into();
     let id = f
         .scheduler
