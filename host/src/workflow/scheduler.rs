@@ -503,6 +503,14 @@ impl Scheduler {
         mut progress: impl FnMut(&RunState),
     ) -> Result<RunState, WorkflowError> {
         let key = run_key(id);
+        // A run that has ended already needs no watch (on JetStream a watch costs a
+        // consumer made and deleted): one read answers.
+        if let Some((run, _)) = self.patiently(|| self.store.get_run(&key)).await?
+            && has_ended(&run)
+        {
+            progress(&run);
+            return Ok(Arc::unwrap_or_clone(run));
+        }
         let mut last: Option<Arc<RunState>> = None;
         let mut seen = 0;
         loop {
@@ -516,9 +524,7 @@ impl Scheduler {
                     if last.as_deref() != Some(&*run) {
                         progress(&run);
                     }
-                    if run.status.is_final()
-                        && run.steps.values().all(|s| s.status != StepStatus::Running)
-                    {
+                    if has_ended(&run) {
                         return Ok(Arc::unwrap_or_clone(run));
                     }
                     last = Some(run);
@@ -1230,4 +1236,9 @@ fn finish(run: &mut RunState, workflow: Option<&Workflow>) {
             run.error = Some(format!("cannot build the outputs: {e}"));
         }
     }
+}
+
+/// Whether a run is over for a waiter: final, with no step still running.
+fn has_ended(run: &RunState) -> bool {
+    run.status.is_final() && run.steps.values().all(|s| s.status != StepStatus::Running)
 }
