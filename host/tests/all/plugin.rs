@@ -394,6 +394,11 @@ async fn a_killed_plugin_gives_clear_errors_and_serves_again_when_restarted() {
     call(&s.rt, "probe-a", "kv_set", set.clone()).await.unwrap();
 
     drop(plugin); // SIGKILL
+    gone(
+        &s.client,
+        &Subjects::new(&s.lattice, &s.who.key.public_key()),
+    )
+    .await;
     let get = serde_json::json!({"key": "k"});
     let err = call(&s.rt, "probe-a", "kv_get", get.clone())
         .await
@@ -760,4 +765,24 @@ async fn every_field_a_plugin_acts_on_is_signed_and_answers_bind_their_request()
     assert_eq!(kind.as_deref(), Some("refused"), "{text}");
     assert!(text.contains("2 Sigil-Invocation headers"), "{text}");
     s.rt.shutdown(Duration::from_secs(5)).await;
+}
+
+/// Waits until the NATS server has noticed that a killed plugin's connection is gone
+/// (it learns so only when it reads the closed socket): until then a request can still
+/// be routed to the dead connection and time out instead of finding no responder.
+async fn gone(client: &async_nats::Client, subjects: &Subjects) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let asked = client
+            .send_request(
+                subjects.health(),
+                async_nats::Request::new().timeout(Some(Duration::from_millis(200))),
+            )
+            .await;
+        match asked {
+            Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => return,
+            _ if Instant::now() > deadline => panic!("the killed plugin still has subscribers"),
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
 }
