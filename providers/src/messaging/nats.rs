@@ -221,9 +221,11 @@ impl Transport for NatsTransport {
                 }
             })?;
         // Once the server has the subscription, messages from other connections reach it.
-        // Without an answer (the server is away) the client still holds the subscription
-        // and makes it again when it reconnects.
-        if let Err(e) = crate::plugin::wire::settle(client).await {
+        // While the server is away there is nothing to wait for: the client holds the
+        // subscription and makes it again when it reconnects.
+        if client.connection_state() == State::Connected
+            && let Err(e) = crate::plugin::wire::settle(client).await
+        {
             tracing::warn!(address = %self.address, subject = pattern, error = %e, "NATS: subscription not confirmed yet");
         }
         Ok(subscriber.map(message).boxed())
