@@ -258,6 +258,9 @@ async fn a_run_outlives_a_killed_node_of_a_three_node_cluster() {
     let killed_at = began.elapsed();
     drop(nodes[victim].process.take()); // SIGKILL
 
+    // Alone the run ends 1–20 s after the kill (steps of hosts on the killed node wait
+    // for their reconnection or redelivery); under a loaded suite it once took over 45 s.
+    // The claim here is that it ends, not how fast: the bound only stops a hang.
     let run =
         match tokio::time::timeout(Duration::from_secs(120), scheduler.wait(&id, |_| {})).await {
             Ok(run) => run.unwrap(),
