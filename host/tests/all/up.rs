@@ -316,20 +316,18 @@ fn check_binds_nothing_so_it_runs_beside_the_host_and_still_reports_errors() {
     );
 
     // The same ports make a real start fail, naming the line of the key at fault.
-    let (code, _, stderr) = up(&config, false);
-    assert_eq!(code, Some(2), "{stderr}");
-    let at = format!("host.toml:{}:", line_of(&config, "config = { address"));
-    assert!(
-        stderr.contains(&at) && stderr.contains("Address already in use"),
-        "{stderr}"
+    refused_at(
+        &config,
+        false,
+        "config = { address",
+        "Address already in use",
     );
     let config = probe_config(dir.path(), admin_port, spare_port(), "");
-    let (code, _, stderr) = up(&config, false);
-    assert_eq!(code, Some(2), "{stderr}");
-    let at = format!("host.toml:{}:", line_of(&config, "admin_address"));
-    assert!(
-        stderr.contains(&at) && stderr.contains("cannot serve the admin endpoint"),
-        "{stderr}"
+    refused_at(
+        &config,
+        false,
+        "admin_address",
+        "cannot serve the admin endpoint",
     );
 
     // Real errors are still found: a link setting the provider does not read (at its own
@@ -340,26 +338,14 @@ fn check_binds_nothing_so_it_runs_beside_the_host_and_still_reports_errors() {
         http_port,
         "\n[links.config]\nprefix = \"p:\"\nprefixx = \"q:\"\n",
     );
-    let (code, _, stderr) = up(&config, true);
-    assert_eq!(code, Some(2), "{stderr}");
-    let at = format!("host.toml:{}:", line_of(&config, "prefixx"));
-    assert!(
-        stderr.contains(&at) && stderr.contains("unknown key `prefixx`"),
-        "{stderr}"
-    );
+    refused_at(&config, true, "prefixx", "unknown key `prefixx`");
 
     let config = probe_config(dir.path(), admin_port, 0, "");
     let text = std::fs::read_to_string(&config)
         .unwrap()
         .replace("127.0.0.1:0\"", "nowhere\"");
     std::fs::write(&config, text).unwrap();
-    let (code, _, stderr) = up(&config, true);
-    assert_eq!(code, Some(2), "{stderr}");
-    let at = format!("host.toml:{}:", line_of(&config, "config = { address"));
-    assert!(
-        stderr.contains(&at) && stderr.contains("nowhere"),
-        "{stderr}"
-    );
+    refused_at(&config, true, "config = { address", "nowhere");
 
     // Two links of the same name: a start refuses the second, and so does a check,
     // although it applies neither.
@@ -414,11 +400,14 @@ fn a_provider_config_error_names_the_line_of_its_key() {
         "max_bytes = \"1MiB\"\nmax_byte = \"2MiB\"",
     );
     std::fs::write(&config, text).unwrap();
-    let (code, _, stderr) = up(&config, true);
+    refused_at(&config, true, "max_byte =", "unknown key `max_byte`");
+}
+
+/// `sigil up` (with `--check` when `check`) on `config` exits 2 with an error at the line
+/// that holds `marker`, saying `text`.
+fn refused_at(config: &std::path::Path, check: bool, marker: &str, text: &str) {
+    let (code, _, stderr) = up(config, check);
     assert_eq!(code, Some(2), "{stderr}");
-    let at = format!("host.toml:{}:", line_of(&config, "max_byte ="));
-    assert!(
-        stderr.contains(&at) && stderr.contains("unknown key `max_byte`"),
-        "{stderr}"
-    );
+    let at = format!("host.toml:{}:", line_of(config, marker));
+    assert!(stderr.contains(&at) && stderr.contains(text), "{stderr}");
 }
