@@ -57,17 +57,7 @@ impl Cluster {
         let memory = MemoryBackend::new();
         let mut schedulers = Vec::new();
         for i in 0..=hosts {
-            let (store, queue): (
-                Arc<dyn sigil_host::workflow::backend::RunStore>,
-                Arc<dyn sigil_host::workflow::backend::StepQueue>,
-            ) = if jetstream {
-                let b = JetStreamBackend::connect(NATS, options.clone())
-                    .await
-                    .unwrap();
-                (Arc::new(b.clone()), Arc::new(b))
-            } else {
-                (Arc::new(memory.clone()), Arc::new(memory.clone()))
-            };
+            let (store, queue) = backend(jetstream, &memory, &options).await;
             schedulers.push(Scheduler::new(
                 store,
                 queue,
@@ -217,18 +207,7 @@ impl ArgoEndpoint {
             subject_prefix: format!("bench.argo.{id}"),
             ..JetStreamOptions::default()
         };
-        let (store, queue): (
-            Arc<dyn sigil_host::workflow::backend::RunStore>,
-            Arc<dyn sigil_host::workflow::backend::StepQueue>,
-        ) = if jetstream {
-            let b = JetStreamBackend::connect(NATS, options.clone())
-                .await
-                .unwrap();
-            (Arc::new(b.clone()), Arc::new(b))
-        } else {
-            let m = MemoryBackend::new();
-            (Arc::new(m.clone()), Arc::new(m))
-        };
+        let (store, queue) = backend(jetstream, &MemoryBackend::new(), &options).await;
         let scheduler = Scheduler::new(store, queue, runner, SchedulerConfig::default());
         scheduler.serve("name.markdown").await.unwrap();
         let server = serve_argo(scheduler.clone(), ARGO_TOKEN.into(), None, "127.0.0.1:0")
@@ -437,3 +416,23 @@ fn benches(c: &mut Criterion) {
 
 criterion_group!(workflows, benches);
 criterion_main!(workflows);
+
+/// A host's run store and step queue: a new connection to JetStream with `options`, or
+/// the shared in-process `memory`.
+async fn backend(
+    jetstream: bool,
+    memory: &MemoryBackend,
+    options: &JetStreamOptions,
+) -> (
+    Arc<dyn sigil_host::workflow::backend::RunStore>,
+    Arc<dyn sigil_host::workflow::backend::StepQueue>,
+) {
+    if jetstream {
+        let b = JetStreamBackend::connect(NATS, options.clone())
+            .await
+            .unwrap();
+        (Arc::new(b.clone()), Arc::new(b))
+    } else {
+        (Arc::new(memory.clone()), Arc::new(memory.clone()))
+    }
+}

@@ -191,16 +191,7 @@ pub(crate) async fn raw_message(
     if let Some(t) = token {
         headers.insert(HEADER_INVOCATION, t);
     }
-    client
-        .send_request(
-            subject,
-            async_nats::Request::new()
-                .headers(headers)
-                .payload(body.to_vec().into())
-                .timeout(Some(Duration::from_secs(5))),
-        )
-        .await
-        .unwrap()
+    send(client, subject, headers, body).await
 }
 
 /// [`raw_message`], answering the error kind and text.
