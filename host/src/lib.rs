@@ -27,6 +27,7 @@ pub mod build;
 pub mod dispatch;
 pub mod engine;
 mod host;
+pub mod oci;
 pub mod policy;
 pub mod up;
 pub mod workflow;

@@ -35,6 +35,10 @@ enum Command {
     Call(CallArgs),
     /// Show the signed claims of a module.
     Inspect(InspectArgs),
+    /// Push a signed module to an OCI registry (a manifest with one Wasm layer).
+    Push(PushArgs),
+    /// Pull a module from an OCI registry, check it, and write it to a file.
+    Pull(PullArgs),
     /// Build actor crates for wasm32 and sign them.
     Build(BuildArgs),
     /// Run a long-lived host from a configuration file: actors, providers, links, a health
@@ -82,10 +86,66 @@ struct UpArgs {
     check: bool,
 }
 
+/// How one-off commands reach registries (besides `SIGIL_REGISTRY*` and Docker's
+/// `config.json`).
+#[derive(Args, Debug, Clone, Default)]
+pub(crate) struct RegistryArgs {
+    /// Reach this registry (HOST[:PORT]) over plain HTTP; repeat for more. Also
+    /// SIGIL_REGISTRY_INSECURE (comma-separated).
+    #[arg(long = "insecure-registry", value_name = "HOST")]
+    insecure_registry: Vec<String>,
+    /// Accept references with the tag `latest` or no tag (what they name changes with
+    /// every push).
+    #[arg(long)]
+    allow_latest: bool,
+}
+
+impl RegistryArgs {
+    /// The registry client for these options, caching pulled modules under `cache`
+    /// (`oci/` in it).
+    pub(crate) fn registry(
+        &self,
+        cache: Option<&Path>,
+    ) -> Result<std::sync::Arc<sigil_host::oci::Registry>> {
+        let options = sigil_host::oci::RegistryOptions {
+            insecure: self.insecure_registry.clone(),
+            allow_latest: self.allow_latest,
+            cache_dir: cache.map(|c| c.join("oci")),
+            ..Default::default()
+        }
+        .with_env();
+        Ok(sigil_host::oci::Registry::new(options)?)
+    }
+}
+
+#[derive(Args, Debug)]
+struct PushArgs {
+    /// The signed module (.wasm).
+    module: PathBuf,
+    /// Where to push it: oci://REGISTRY/REPOSITORY:TAG.
+    reference: String,
+    #[command(flatten)]
+    registry: RegistryArgs,
+}
+
+#[derive(Args, Debug)]
+struct PullArgs {
+    /// The module: oci://REGISTRY/REPOSITORY:TAG or ...@sha256:DIGEST.
+    reference: String,
+    /// Where to write it (default: the repository's last part, .wasm, here).
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// Accept modules signed only by this account (repeat). Default: any issuer.
+    #[arg(long = "issuer", value_name = "ACCOUNT_KEY")]
+    issuers: Vec<String>,
+    #[command(flatten)]
+    registry: RegistryArgs,
+}
+
 #[derive(Args, Debug)]
 struct CallArgs {
-    /// The signed actor module (.wasm).
-    module: PathBuf,
+    /// The signed actor module: a .wasm file or oci://REGISTRY/REPOSITORY:TAG.
+    module: String,
     /// The operation to invoke.
     operation: String,
     /// The request as JSON (sent to the actor as MessagePack), or text with --raw.
@@ -111,6 +171,8 @@ struct CallArgs {
     /// Do not cache compiled modules.
     #[arg(long)]
     no_cache: bool,
+    #[command(flatten)]
+    registry: RegistryArgs,
 }
 
 #[derive(Args, Debug)]
@@ -202,6 +264,8 @@ fn main() -> ExitCode {
                 e.is::<InvocationError>()
                     || e.is::<workflow::RunFailed>()
                     || matches!(e.downcast_ref::<LoadError>(), Some(l) if is_refusal(l))
+                    || e.downcast_ref::<sigil_host::oci::RegistryError>()
+                        .is_some_and(sigil_host::oci::RegistryError::is_refusal)
                     || e.downcast_ref::<sigil_claims::Error>()
                         .is_some_and(sigil_claims::Error::is_verification_failure)
             });
@@ -233,6 +297,8 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Call(args) => call(args),
         Command::Inspect(args) => inspect(&args),
+        Command::Push(args) => push(&args),
+        Command::Pull(args) => pull(&args),
         Command::Build(args) => build(args),
         Command::Up(args) => up(&args),
         Command::Workflow(command) => workflow::workflow(command, default_cache_dir()),
@@ -299,24 +365,99 @@ fn call(a: CallArgs) -> Result<()> {
         limits,
         // One invocation: a small pool reserves less address space.
         max_instances: 4,
-        cache_dir: if a.no_cache {
-            None
-        } else {
-            a.cache_dir.clone().or_else(default_cache_dir)
-        },
+        cache_dir: config_cache(&a),
         ..EngineConfig::default()
     };
     let host = Host::builder()
         .engine_config(config)
         .policy(policy)
         .build()?;
-    let actor = host
-        .load_actor_file(&a.module)
-        .with_context(|| format!("cannot load {}", a.module.display()))?;
+    let actor = if sigil_host::oci::ModuleRef::is_reference(&a.module) {
+        let registry = a.registry.registry(config_cache(&a).as_deref())?;
+        let fetched = block_on(registry.fetch(&sigil_host::oci::ModuleSource::parse(
+            &a.module,
+            Path::new("."),
+        )?))
+        .map_err(anyhow::Error::msg)?;
+        host.load_actor(fetched.bytes)
+            .with_context(|| format!("cannot load {}", fetched.origin))?
+    } else {
+        host.load_actor_file(Path::new(&a.module))
+            .with_context(|| format!("cannot load {}", a.module))?
+    };
     let response = host
         .invoke(&actor, &a.operation, &payload)
         .with_context(|| format!("{} `{}` failed", actor.name(), a.operation))?;
     print_response(&response, a.raw_output)
+}
+
+/// The cache directory `sigil call` uses.
+fn config_cache(a: &CallArgs) -> Option<PathBuf> {
+    if a.no_cache {
+        None
+    } else {
+        a.cache_dir.clone().or_else(default_cache_dir)
+    }
+}
+
+/// Runs a future to its end on a runtime of its own (for the synchronous commands).
+pub(crate) fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map(|rt| rt.block_on(f))
+        .unwrap_or_else(|e| {
+            eprintln!("error: cannot start the async runtime: {e}");
+            std::process::exit(2)
+        })
+}
+
+fn push(a: &PushArgs) -> Result<()> {
+    let reference = sigil_host::oci::ModuleRef::parse(&a.reference)?;
+    let bytes =
+        std::fs::read(&a.module).with_context(|| format!("cannot read {}", a.module.display()))?;
+    let registry = a.registry.registry(default_cache_dir().as_deref())?;
+    let pushed = block_on(registry.push(&bytes, &a.module.display().to_string(), &reference))?;
+    eprintln!("pushed {} ({} bytes)", a.module.display(), bytes.len());
+    println!("{}", pushed.pinned);
+    Ok(())
+}
+
+fn pull(a: &PullArgs) -> Result<()> {
+    let reference = sigil_host::oci::ModuleRef::parse(&a.reference)?;
+    let mut policy = Policy::new();
+    for issuer in &a.issuers {
+        keys::parse_public_key(issuer, KeyKind::Account, "--issuer")?;
+        policy = policy.allow_issuer(issuer.clone());
+    }
+    let registry = a.registry.registry(default_cache_dir().as_deref())?;
+    let pulled = block_on(registry.pull(&reference))?;
+    let claims = sigil_claims::verify(&pulled.module, &policy)
+        .with_context(|| format!("{}: the module is refused", pulled.pinned))?;
+    let output = a.output.clone().unwrap_or_else(|| {
+        let last = reference
+            .repository()
+            .rsplit('/')
+            .next()
+            .unwrap_or("module");
+        PathBuf::from(format!("{last}.wasm"))
+    });
+    std::fs::write(&output, &pulled.module)
+        .with_context(|| format!("cannot write {}", output.display()))?;
+    eprintln!(
+        "pulled {} rev {} ({} bytes{}) to {}",
+        claims.name().unwrap_or("module"),
+        claims.rev().unwrap_or(0),
+        pulled.module.len(),
+        if pulled.from_cache {
+            ", from the cache"
+        } else {
+            ""
+        },
+        output.display()
+    );
+    println!("{}", pulled.pinned);
+    Ok(())
 }
 
 fn request_payload(a: &CallArgs) -> Result<Vec<u8>> {
