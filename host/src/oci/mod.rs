@@ -330,6 +330,15 @@ pub struct Pushed {
     pub layer_digest: String,
 }
 
+/// The manifest media types asked for: OCI and Docker v2 schema 2 image manifests, and
+/// the index types (so that an index is reported as one, not as a missing tag).
+const MANIFEST_TYPES: [&str; 4] = [
+    OCI_IMAGE_MEDIA_TYPE,
+    IMAGE_MANIFEST_MEDIA_TYPE,
+    OCI_IMAGE_INDEX_MEDIA_TYPE,
+    IMAGE_MANIFEST_LIST_MEDIA_TYPE,
+];
+
 type PullFuture = Shared<BoxFuture<'static, Result<Pulled, RegistryError>>>;
 
 /// Pulls and pushes modules; one per process, shared.
@@ -486,6 +495,37 @@ impl Registry {
         shared.await
     }
 
+    /// Resolves a tag to the digest of its manifest (checking that the manifest holds a
+    /// module), without pulling the module: what a command that many hosts will pull sends
+    /// them, so that all run the same bytes. A reference with a digest is returned as is.
+    pub async fn resolve(&self, reference: &ModuleRef) -> Result<ModuleRef, RegistryError> {
+        self.check_pinning(reference)?;
+        if reference.digest().is_some() {
+            return Ok(reference.clone());
+        }
+        let host = reference.registry();
+        let client = self.client(host)?;
+        let creds = self.credentials(host)?;
+        let (body, _) = match client
+            .pull_manifest_raw(reference.oci(), &creds.auth, &MANIFEST_TYPES)
+            .await
+        {
+            Ok(found) => found,
+            Err(e) => {
+                let err = self.classify(reference, &creds, e);
+                return Err(match err {
+                    RegistryError::UnknownManifest { .. } => {
+                        self.unknown_repository_or(reference, &client, &creds, err)
+                            .await
+                    }
+                    err => err,
+                });
+            }
+        };
+        self.module_layer(reference, &body)?;
+        Ok(reference.pinned(&sha256_digest(&body)))
+    }
+
     /// A module from the cache by manifest digest, when both the manifest and its module
     /// are there and intact.
     fn cached(&self, reference: &ModuleRef, digest: &str) -> Option<Pulled> {
@@ -512,14 +552,8 @@ impl Registry {
         let host = reference.registry();
         let client = self.client(host)?;
         let creds = self.credentials(host)?;
-        let accepted = [
-            OCI_IMAGE_MEDIA_TYPE,
-            IMAGE_MANIFEST_MEDIA_TYPE,
-            OCI_IMAGE_INDEX_MEDIA_TYPE,
-            IMAGE_MANIFEST_LIST_MEDIA_TYPE,
-        ];
         let body = match client
-            .pull_manifest_raw(reference.oci(), &creds.auth, &accepted)
+            .pull_manifest_raw(reference.oci(), &creds.auth, &MANIFEST_TYPES)
             .await
         {
             Ok((body, _)) => body,

@@ -128,6 +128,8 @@ struct StatusBody<'a> {
 struct ActorBody {
     name: String,
     key: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    module: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -164,7 +166,11 @@ impl Admin {
             actors: s
                 .actors
                 .into_iter()
-                .map(|(name, key)| ActorBody { name, key })
+                .map(|(name, key)| ActorBody {
+                    module: self.runtime.actor_origin(&key),
+                    name,
+                    key,
+                })
                 .collect(),
             providers: s
                 .providers

@@ -16,6 +16,7 @@ use sigil_providers::{
 use toml::Spanned;
 
 use crate::engine::{EngineConfig, Limits};
+use crate::oci::{ModuleRef, ModuleSource, RegistryOptions, RegistrySettings};
 
 /// A configuration error: where it is and how to fix it. Shown as `file:line: message`,
 /// or `file: message` when no line applies (the message then names the key).
@@ -52,8 +53,11 @@ pub struct HostConfig {
     pub policy: sigil_claims::Policy,
     /// Policy control on top of the claims: Rego files and a decision service.
     pub policy_control: PolicyControl,
-    /// Actor modules to load, with the line that named each.
-    pub actors: Vec<Located<PathBuf>>,
+    /// Actor modules to load (files or `oci://` references), with the line that named each.
+    pub actors: Vec<Located<ModuleSource>>,
+    /// How this host reaches registries (`[[registries]]`, `allow_latest`,
+    /// `max_module_size`); the environment's settings are added when the host starts.
+    pub registry: RegistryOptions,
     /// Provider instances to start.
     pub providers: Vec<Located<ProviderSpec>>,
     /// Links to apply.
@@ -311,6 +315,8 @@ struct RawConfig {
     #[serde(default)]
     actors: Vec<Spanned<RawActor>>,
     #[serde(default)]
+    registries: Vec<Spanned<RawRegistry>>,
+    #[serde(default)]
     providers: Vec<Spanned<RawProvider>>,
     #[serde(default)]
     links: Vec<Spanned<RawLink>>,
@@ -373,6 +379,9 @@ struct RawHost {
     admin_token: Option<String>,
     drain_timeout: Option<Spanned<String>>,
     cache_dir: Option<PathBuf>,
+    #[serde(default)]
+    allow_latest: bool,
+    max_module_size: Option<Spanned<Size>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -413,7 +422,20 @@ struct RawPolicyService {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawActor {
-    path: PathBuf,
+    path: Option<PathBuf>,
+    reference: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRegistry {
+    host: Option<String>,
+    #[serde(default)]
+    insecure: bool,
+    ca_file: Option<PathBuf>,
+    username: Option<String>,
+    password_file: Option<PathBuf>,
+    token_file: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -671,14 +693,105 @@ impl HostConfig {
             }
         };
 
-        let actors = raw
-            .actors
-            .into_iter()
-            .map(|a| Located {
-                line: source.line_of(a.span().start),
-                value: resolve(&a.get_ref().path),
-            })
-            .collect();
+        let mut actors = Vec::new();
+        for a in raw.actors {
+            let line = source.line_of(a.span().start);
+            let a = a.into_inner();
+            let value = match (a.path, a.reference) {
+                (Some(path), None) => ModuleSource::File(resolve(&path)),
+                (None, Some(r)) => {
+                    let at = source.line_of(r.span().start);
+                    if !ModuleRef::is_reference(r.get_ref()) {
+                        return Err(source.error(
+                            r.span(),
+                            format!(
+                                "reference = {:?} is not an oci:// reference; write it like \
+                                 \"oci://registry.example:5000/echo:1.0\", or give a file as path",
+                                r.get_ref()
+                            ),
+                        ));
+                    }
+                    let reference = ModuleRef::parse(r.get_ref()).map_err(|e| ConfigError {
+                        path: path.to_path_buf(),
+                        line: at,
+                        message: e.to_string(),
+                    })?;
+                    ModuleSource::Oci(reference)
+                }
+                (Some(_), Some(_)) => {
+                    return Err(ConfigError {
+                        path: path.to_path_buf(),
+                        line,
+                        message: "[[actors]] takes either path (a file) or reference (oci://...), \
+                                  not both"
+                            .into(),
+                    });
+                }
+                (None, None) => {
+                    return Err(ConfigError {
+                        path: path.to_path_buf(),
+                        line,
+                        message: "[[actors]] needs path = \"FILE.wasm\" or reference = \
+                                  \"oci://REGISTRY/REPOSITORY:TAG\""
+                            .into(),
+                    });
+                }
+            };
+            actors.push(Located { line, value });
+        }
+
+        let mut registries: Vec<RegistrySettings> = Vec::new();
+        for r in raw.registries {
+            let span = r.span();
+            let r = r.into_inner();
+            let host = r.host.filter(|h| !h.trim().is_empty()).ok_or_else(|| {
+                source.error(
+                    span.clone(),
+                    "[[registries]] needs host, the registry's host and port as references \
+                     name it, like host = \"registry.example:5000\"",
+                )
+            })?;
+            if host.contains('/') {
+                return Err(source.error(
+                    span,
+                    format!(
+                        "host = {host:?} is not a registry host; write it without scheme or \
+                         path, like \"registry.example:5000\" (plain HTTP: insecure = true)"
+                    ),
+                ));
+            }
+            if registries.iter().any(|e| e.host == host) {
+                return Err(source.error(
+                    span,
+                    format!("registry {host} is listed twice in [[registries]]"),
+                ));
+            }
+            if r.username.is_some() != r.password_file.is_some() {
+                return Err(source.error(
+                    span,
+                    format!(
+                        "registry {host}: give both username and password_file, or token_file \
+                         alone"
+                    ),
+                ));
+            }
+            registries.push(RegistrySettings {
+                host,
+                insecure: r.insecure,
+                ca_file: r.ca_file.as_deref().map(resolve),
+                username: r.username,
+                password_file: r.password_file.as_deref().map(resolve),
+                token_file: r.token_file.as_deref().map(resolve),
+            });
+        }
+        let mut registry = RegistryOptions {
+            registries,
+            allow_latest: raw.host.allow_latest,
+            ..RegistryOptions::default()
+        };
+        if let Some(s) = &raw.host.max_module_size {
+            registry.max_module_size = size(s, "max_module_size")? as u64;
+        }
 
         let lattice = match raw.lattice {
             None => None,
@@ -968,6 +1081,7 @@ impl HostConfig {
             policy,
             policy_control,
             actors,
+            registry,
             providers,
             links,
             workflows,

@@ -29,6 +29,7 @@ use sigil_providers::{LinkConfig, LinkDefinition};
 use tokio::task::JoinHandle;
 
 use super::runtime::Runtime;
+use crate::oci::ModuleRef;
 
 /// Where every host answers with its inventory.
 pub fn hosts_subject(lattice: &str) -> String {
@@ -85,6 +86,10 @@ pub struct ActorInfo {
     pub call_alias: Option<String>,
     /// The limit on its invocations at once, if scaled.
     pub max_concurrent: Option<usize>,
+    /// Where its module came from: a file, or the `oci://` reference pinned to the digest
+    /// that runs (none for a module sent in a control request).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub module: Option<String>,
 }
 
 /// One provider instance.
@@ -115,16 +120,26 @@ pub struct LinkInfo {
     pub provider: String,
 }
 
-/// A command to one host, carried in the signed envelope (`sigil.command`). Module bytes
-/// travel as the request body, whose hash the envelope holds.
+/// A command to one host, carried in the signed envelope (`sigil.command`). A module
+/// travels either as an `oci://` reference in the command, which the host pulls (so its
+/// size is not bounded by NATS), or as the request body, whose hash the envelope holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "kebab-case")]
 pub enum Command {
-    /// Starts the signed module in the body.
-    StartActor,
-    /// Replaces a running actor with the newer signed revision in the body, without
-    /// dropping invocations; a revision not newer than the running one is refused.
-    UpdateActor,
+    /// Starts the signed module the reference names, or else the one in the body.
+    StartActor {
+        /// An `oci://` reference (best pinned to a digest) for the host to pull.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reference: Option<String>,
+    },
+    /// Replaces a running actor with the newer signed revision the reference names (or
+    /// in the body), without dropping invocations; a revision not newer than the running
+    /// one is refused.
+    UpdateActor {
+        /// An `oci://` reference for the host to pull.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reference: Option<String>,
+    },
     /// Stops an actor (its links go too; running invocations finish).
     StopActor {
         /// Its public key, call alias or name.
@@ -162,8 +177,8 @@ impl Command {
     /// Its name on the wire (`start-actor`, `scale-actor`, ...).
     pub fn name(&self) -> &'static str {
         match self {
-            Command::StartActor => "start-actor",
-            Command::UpdateActor => "update-actor",
+            Command::StartActor { .. } => "start-actor",
+            Command::UpdateActor { .. } => "update-actor",
             Command::StopActor { .. } => "stop-actor",
             Command::ScaleActor { .. } => "scale-actor",
             Command::PutLink { .. } => "put-link",
@@ -316,6 +331,7 @@ impl Inner {
                 ver: a.claims().ver().map(str::to_string),
                 call_alias: a.claims().call_alias().map(str::to_string),
                 max_concurrent: self.runtime.actor_scale(a.subject()),
+                module: self.runtime.actor_origin(a.subject()),
             })
             .collect();
         HostInfo {
@@ -460,15 +476,38 @@ impl Inner {
     async fn run(&self, command: Command, body: Vec<u8>) -> Result<serde_json::Value, String> {
         let rt = &self.runtime;
         let describe = |a: &crate::Actor| {
-            serde_json::json!({
+            let mut d = serde_json::json!({
                 "subject": a.subject(),
                 "name": a.name(),
                 "rev": a.claims().rev(),
-            })
+            });
+            if let Some(module) = rt.actor_origin(a.subject()) {
+                d["module"] = module.into();
+            }
+            d
+        };
+        // A reference is pulled here, with this host's registry settings; its bytes then
+        // go where a body's would.
+        let fetch = async |reference: Option<String>, body: Vec<u8>| match reference {
+            None => Ok((Arc::<[u8]>::from(body), None)),
+            Some(r) => {
+                if !body.is_empty() {
+                    return Err("the command names a reference and carries a module too; \
+                                send one"
+                        .to_string());
+                }
+                let r = ModuleRef::parse(&r).map_err(|e| e.to_string())?;
+                let registry = rt
+                    .module_registry()
+                    .ok_or_else(|| format!("{r}: this host pulls no modules from registries"))?;
+                let pulled = registry.pull(&r).await.map_err(|e| e.to_string())?;
+                Ok((pulled.module, Some(pulled.pinned.to_string())))
+            }
         };
         match command {
-            Command::StartActor => {
-                let subject = sigil_claims::inspect(&body, &sigil_claims::Policy::new())
+            Command::StartActor { reference } => {
+                let (bytes, origin) = fetch(reference, body).await?;
+                let subject = sigil_claims::inspect(&bytes, &sigil_claims::Policy::new())
                     .ok()
                     .map(|i| i.claims.subject);
                 if let Some(running) = subject.and_then(|s| rt.host().actor(&s)) {
@@ -478,13 +517,21 @@ impl Inner {
                         running.subject()
                     ));
                 }
-                let actor = rt.load_actor(body).await.map_err(|e| e.to_string())?;
+                let actor = rt.load_actor(bytes).await.map_err(|e| e.to_string())?;
+                if let Some(origin) = origin {
+                    rt.set_origin(actor.subject(), origin);
+                }
                 let detail = describe(&actor);
                 self.event("actor_started", detail.clone()).await;
                 Ok(detail)
             }
-            Command::UpdateActor => {
-                let actor = rt.update_actor(body).await.map_err(|e| e.to_string())?;
+            Command::UpdateActor { reference } => {
+                let (bytes, origin) = fetch(reference, body).await?;
+                let actor = rt.update_actor(bytes).await.map_err(|e| e.to_string())?;
+                match origin {
+                    Some(origin) => rt.set_origin(actor.subject(), origin),
+                    None => rt.clear_origin(actor.subject()),
+                }
                 let detail = describe(&actor);
                 self.event("actor_updated", detail.clone()).await;
                 Ok(detail)

@@ -22,8 +22,9 @@ use std::time::Duration;
 pub use builtin::{Builtins, create_provider};
 pub use config::{ConfigError, HostConfig};
 pub use metrics::Metrics;
-pub use runtime::{HostStatus, Runtime, RuntimeError, RuntimeLinkError};
+pub use runtime::{HostStatus, Runtime, RuntimeError, RuntimeLinkError, StartError};
 
+use crate::oci::{ModuleSource, Registry};
 use sigil_providers::httpserver::ServerHandle;
 
 /// A host started from a configuration.
@@ -227,6 +228,22 @@ async fn add_providers(
     Ok(added)
 }
 
+/// The registry client of a host: its `[[registries]]` and the environment's settings,
+/// caching pulled modules under the compiled-module cache (`oci/` in it).
+pub fn module_registry(config: &HostConfig) -> Result<Arc<Registry>, ConfigError> {
+    let mut options = config.registry.clone().with_env();
+    if options.cache_dir.is_none() {
+        options.cache_dir = config.engine.cache_dir.as_ref().map(|d| d.join("oci"));
+    }
+    Registry::new(options).map_err(|e| {
+        if config.lines.get("host.cache_dir").is_some() {
+            config.error_for("host.cache_dir", e.to_string())
+        } else {
+            config.error_at(0, e.to_string())
+        }
+    })
+}
+
 /// The runtime `config` asks for (engine, policy), with the configuration's actors
 /// loaded.
 async fn runtime_with_actors(config: &HostConfig) -> Result<Arc<Runtime>, ConfigError> {
@@ -241,19 +258,20 @@ async fn runtime_with_actors(config: &HostConfig) -> Result<Arc<Runtime>, Config
             }
         })?;
 
+    runtime.set_module_registry(module_registry(config)?);
     for actor in &config.actors {
-        let path = &actor.value;
-        let bytes = tokio::fs::read(path).await.map_err(|e| {
+        let source = &actor.value;
+        runtime.start_actor(source).await.map_err(|e| {
             config.error_at(
                 actor.line,
-                format!(
-                    "cannot read actor {}: {e}; build it first or fix the path",
-                    path.display()
-                ),
+                match e {
+                    StartError::Fetch(e) if matches!(source, ModuleSource::File(_)) => {
+                        format!("cannot read actor {source}: {e}; build it first or fix the path")
+                    }
+                    StartError::Fetch(e) => format!("actor {source}: {e}"),
+                    StartError::Load(e) => format!("actor {source} refused: {e}"),
+                },
             )
-        })?;
-        runtime.load_actor(bytes).await.map_err(|e| {
-            config.error_at(actor.line, format!("actor {} refused: {e}", path.display()))
         })?;
     }
     Ok(runtime)

@@ -16,6 +16,7 @@ use super::lattice::ActorRouter;
 use super::metrics::Metrics;
 use crate::dispatch::RegistryDispatch;
 use crate::engine::{EngineConfig, InvocationError, LoadError};
+use crate::oci::{Fetched, ModuleSource, Registry};
 use crate::policy::{Enforcer, PolicyDenied};
 use crate::{Actor, Host};
 
@@ -32,6 +33,18 @@ pub enum RuntimeError {
     /// The invocation failed.
     #[error(transparent)]
     Invocation(#[from] InvocationError),
+}
+
+/// An actor could not be started or updated from a file or a registry.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The module could not be read or pulled.
+    #[error("{0}")]
+    Fetch(String),
+    /// The module was refused or could not be loaded.
+    #[error(transparent)]
+    Load(#[from] LoadError),
 }
 
 /// A link could not be added because of its actor or its provider.
@@ -107,6 +120,11 @@ pub struct Runtime {
     idle: Notify,
     draining: AtomicBool,
     started: Instant,
+    /// Where modules come from when named by reference.
+    modules: OnceLock<Arc<Registry>>,
+    /// Where each running actor's module came from (a file, or `oci://...@sha256:...`), by
+    /// public key.
+    origins: RwLock<HashMap<String, String>>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -181,6 +199,8 @@ impl Runtime {
             idle: Notify::new(),
             draining: AtomicBool::new(false),
             started: Instant::now(),
+            modules: OnceLock::new(),
+            origins: RwLock::new(HashMap::new()),
         });
         let _ = gateway.runtime.set(Arc::downgrade(&runtime));
         router.attach(&runtime);
@@ -198,9 +218,79 @@ impl Runtime {
         self.router.join(lattice, trusted).await
     }
 
+    /// Sets where modules named by `oci://` reference are pulled from (once; later calls
+    /// are ignored).
+    pub fn set_module_registry(&self, registry: Arc<Registry>) {
+        let _ = self.modules.set(registry);
+    }
+
+    /// Where modules named by reference are pulled from, when set.
+    pub fn module_registry(&self) -> Option<&Arc<Registry>> {
+        self.modules.get()
+    }
+
+    async fn fetch(&self, source: &ModuleSource) -> Result<Fetched, StartError> {
+        match (source, self.modules.get()) {
+            (_, Some(registry)) => registry.fetch(source).await.map_err(StartError::Fetch),
+            (ModuleSource::File(path), None) => {
+                let bytes = tokio::fs::read(path).await.map_err(|e| {
+                    StartError::Fetch(format!("cannot read {}: {e}", path.display()))
+                })?;
+                Ok(Fetched {
+                    bytes: bytes.into(),
+                    origin: path.display().to_string(),
+                })
+            }
+            (ModuleSource::Oci(r), None) => Err(StartError::Fetch(format!(
+                "{r}: this host pulls no modules from registries"
+            ))),
+        }
+    }
+
+    /// Reads or pulls a module, then loads it as [`Runtime::load_actor`] does; the host
+    /// reports where it came from (the reference pinned to its digest, for a pull).
+    pub async fn start_actor(&self, source: &ModuleSource) -> Result<Arc<Actor>, StartError> {
+        let fetched = self.fetch(source).await?;
+        let actor = self.load_actor(fetched.bytes).await?;
+        tracing::info!(actor = actor.name(), subject = actor.subject(), module = %fetched.origin, "actor started");
+        self.set_origin(actor.subject(), fetched.origin);
+        Ok(actor)
+    }
+
+    /// Reads or pulls a newer revision, then updates as [`Runtime::update_actor`] does.
+    pub async fn update_actor_from(
+        &self,
+        source: &ModuleSource,
+    ) -> Result<Arc<Actor>, StartError> {
+        let fetched = self.fetch(source).await?;
+        let actor = self.update_actor(fetched.bytes).await?;
+        self.set_origin(actor.subject(), fetched.origin);
+        Ok(actor)
+    }
+
+    /// Records where a running actor's module came from.
+    pub fn set_origin(&self, subject: &str, origin: String) {
+        write(&self.origins).insert(subject.to_string(), origin);
+    }
+
+    /// Forgets where an actor's module came from (it was replaced by bytes sent to the
+    /// host).
+    pub fn clear_origin(&self, subject: &str) {
+        write(&self.origins).remove(subject);
+    }
+
+    /// Where a running actor's module came from: its file, or the `oci://` reference
+    /// pinned to the digest that runs; `None` for bytes sent to the host.
+    pub fn actor_origin(&self, subject: &str) -> Option<String> {
+        read(&self.origins).get(subject).cloned()
+    }
+
     /// Replaces a running actor with a newer signed revision (same public key, higher
     /// `rev`) without dropping invocations: those running finish on the old revision.
-    pub async fn update_actor(&self, bytes: Vec<u8>) -> Result<Arc<Actor>, LoadError> {
+    pub async fn update_actor(
+        &self,
+        bytes: impl Into<Arc<[u8]>> + Send + 'static,
+    ) -> Result<Arc<Actor>, LoadError> {
         let (old, new) = self.on_blocking_pool(|h| h.update_actor(bytes)).await?;
         if old.claims().call_alias() != new.claims().call_alias() {
             self.router
@@ -225,6 +315,7 @@ impl Runtime {
         self.registry.remove_actor_links(actor.subject()).await;
         self.host.remove_actor(actor.subject());
         write(&self.scales).remove(actor.subject());
+        write(&self.origins).remove(actor.subject());
         self.update_counts();
         tracing::info!(
             actor = actor.name(),
@@ -341,7 +432,10 @@ impl Runtime {
     }
 
     /// Verifies, compiles and loads an actor (on the blocking pool: compiling takes time).
-    pub async fn load_actor(&self, bytes: Vec<u8>) -> Result<Arc<Actor>, LoadError> {
+    pub async fn load_actor(
+        &self,
+        bytes: impl Into<Arc<[u8]>> + Send + 'static,
+    ) -> Result<Arc<Actor>, LoadError> {
         let actor = self.on_blocking_pool(|h| h.load_actor(bytes)).await?;
         if let Err(e) = self.router.serve_actor(&actor).await {
             tracing::warn!(actor = actor.name(), error = %e, "the actor takes no calls from the lattice");

@@ -61,8 +61,39 @@ pub(crate) struct ModuleArgs {
     /// The host's ID (N..., from `sigil lattice hosts`) or its unique name.
     #[arg(long)]
     host: String,
-    /// The signed actor module.
-    module: PathBuf,
+    /// The signed actor module: a .wasm file (sent in the request), or an
+    /// oci://REGISTRY/REPOSITORY:TAG reference, resolved here to its digest, which the
+    /// host pulls.
+    module: String,
+    #[command(flatten)]
+    registry: crate::RegistryArgs,
+}
+
+impl ModuleArgs {
+    /// The module as a command's parts: a reference (pinned to its digest when the
+    /// registry answers here), or the file's bytes.
+    async fn module(&self) -> Result<(Option<String>, Vec<u8>)> {
+        if !sigil_host::oci::ModuleRef::is_reference(&self.module) {
+            let bytes = std::fs::read(&self.module)
+                .with_context(|| format!("cannot read {}", self.module))?;
+            return Ok((None, bytes));
+        }
+        let reference = sigil_host::oci::ModuleRef::parse(&self.module)?;
+        let registry = self.registry.registry(None)?;
+        registry.check_pinning(&reference)?;
+        let resolved = registry.resolve(&reference).await;
+        match resolved {
+            Ok(pinned) => Ok((Some(pinned.to_string()), Vec::new())),
+            Err(e @ sigil_host::oci::RegistryError::Unreachable { .. }) => {
+                eprintln!(
+                    "warning: {e}\nsending {reference} unresolved: each host resolves the tag \
+                     itself"
+                );
+                Ok((Some(reference.to_string()), Vec::new()))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
 }
 
 /// A host and an actor.
@@ -188,7 +219,13 @@ async fn send(common: &Common, host: &str, command: Command, body: Vec<u8>) -> R
             &id,
             &command,
             body,
-            common.wait.max(Duration::from_secs(10)),
+            // Starting pulls and compiles the module: allow for that.
+            common.wait.max(match command {
+                Command::StartActor { .. } | Command::UpdateActor { .. } => {
+                    Duration::from_secs(60)
+                }
+                _ => Duration::from_secs(10),
+            }),
         )
         .await
         .map_err(anyhow::Error::msg)?;
@@ -229,7 +266,7 @@ async fn run(command: LatticeCommand) -> Result<()> {
                 );
                 for a in &h.actors {
                     println!(
-                        "  actor    {} {} rev {}{}{}",
+                        "  actor    {} {} rev {}{}{}{}",
                         a.name,
                         a.subject,
                         a.rev.unwrap_or(0),
@@ -239,6 +276,10 @@ async fn run(command: LatticeCommand) -> Result<()> {
                             .unwrap_or_default(),
                         a.max_concurrent
                             .map(|m| format!(" max {m}"))
+                            .unwrap_or_default(),
+                        a.module
+                            .as_deref()
+                            .map(|m| format!("\n           module {m}"))
                             .unwrap_or_default()
                     );
                 }
@@ -256,14 +297,12 @@ async fn run(command: LatticeCommand) -> Result<()> {
             Ok(())
         }
         LatticeCommand::Start(a) => {
-            let bytes = std::fs::read(&a.module)
-                .with_context(|| format!("cannot read {}", a.module.display()))?;
-            send(&a.common, &a.host, Command::StartActor, bytes).await
+            let (reference, bytes) = a.module().await?;
+            send(&a.common, &a.host, Command::StartActor { reference }, bytes).await
         }
         LatticeCommand::Update(a) => {
-            let bytes = std::fs::read(&a.module)
-                .with_context(|| format!("cannot read {}", a.module.display()))?;
-            send(&a.common, &a.host, Command::UpdateActor, bytes).await
+            let (reference, bytes) = a.module().await?;
+            send(&a.common, &a.host, Command::UpdateActor { reference }, bytes).await
         }
         LatticeCommand::Stop(a) => {
             send(
