@@ -210,7 +210,13 @@ impl ArgoEndpoint {
         let (store, queue) = backend(jetstream, &MemoryBackend::new(), &options).await;
         let scheduler = Scheduler::new(store, queue, runner, SchedulerConfig::default());
         scheduler.serve("name.markdown").await.unwrap();
-        let server = serve_argo(scheduler.clone(), ARGO_TOKEN.into(), None, "127.0.0.1:0")
+        let server = serve_argo(
+            scheduler.clone(),
+            None,
+            ARGO_TOKEN.into(),
+            None,
+            "127.0.0.1:0",
+        )
             .await
             .unwrap();
         let stream = tokio::net::TcpStream::connect(server.local_addr())

@@ -109,6 +109,11 @@ impl Host {
         &self.engine
     }
 
+    /// The verification policy modules must pass.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
     /// The host's policy, if it has one.
     pub fn enforcer(&self) -> Option<&Enforcer> {
         self.enforcer.as_ref()

@@ -977,7 +977,7 @@ impl Registry {
 }
 
 /// Where a module comes from: a file on this host, or a registry.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum ModuleSource {
     /// A `.wasm` file.
     File(PathBuf),

@@ -300,7 +300,7 @@ impl Admin {
                 };
                 let submitted = async {
                     let workflow = Workflow::from_value(&body.workflow)?;
-                    let routes = resolve_remote_routes(&workflow)?;
+                    let routes = resolve_remote_routes(&workflow, Some(&self.runtime)).await?;
                     scheduler.submit(&workflow, body.inputs, &routes).await
                 }
                 .await;

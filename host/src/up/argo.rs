@@ -24,6 +24,8 @@ use sigil_providers::blobstore::StagingArea;
 use sigil_providers::httpserver::{RequestHandler, ServerHandle, ServerLimits, serve};
 use subtle::ConstantTimeEq;
 
+use super::runtime::Runtime;
+
 use crate::workflow::routes::resolve_remote_routes;
 use crate::workflow::scheduler::{Scheduler, WorkflowError};
 use crate::workflow::spec::{InputSpec, StepSpec, Workflow, WorkflowSpec};
@@ -42,7 +44,7 @@ struct SigilPlugin {
     /// are its inputs.
     #[serde(default)]
     workflow: Option<Value>,
-    /// Or one step: the actor (key or name)...
+    /// Or one step: the actor (key, name, or `oci://` reference to a listed registry)...
     #[serde(default)]
     actor: Option<String>,
     /// ...its operation...
@@ -112,14 +114,18 @@ struct ExecuteRequest {
 
 struct Plugin {
     scheduler: Arc<Scheduler>,
+    runtime: Option<Arc<Runtime>>,
     token: String,
     artifacts: Option<Arc<StagingArea>>,
 }
 
 /// Serves the executor plugin endpoint on `address`; `token` is the bearer token Argo
-/// sends; `artifacts` is the store artifacts are staged through, when configured.
+/// sends; `artifacts` is the store artifacts are staged through, when configured;
+/// `runtime`, the host that starts modules templates name by `oci://` reference (none:
+/// such templates are refused).
 pub async fn serve_argo(
     scheduler: Arc<Scheduler>,
+    runtime: Option<Arc<Runtime>>,
     token: String,
     artifacts: Option<Arc<StagingArea>>,
     address: &str,
@@ -129,6 +135,7 @@ pub async fn serve_argo(
         listener,
         Arc::new(Plugin {
             scheduler,
+            runtime,
             token,
             artifacts,
         }),
@@ -213,7 +220,7 @@ impl Plugin {
             Ok(w) => w,
             Err(e) => return failed(e),
         };
-        let routes = match resolve_remote_routes(&workflow) {
+        let routes = match resolve_remote_routes(&workflow, self.runtime.as_deref()).await {
             Ok(r) => r,
             Err(e) => return failed(e.0),
         };

@@ -70,19 +70,20 @@ pub async fn start(config: &HostConfig) -> Result<Running, ConfigError> {
     start_with(config, Vec::new()).await
 }
 
-/// [`start`], loading `extra_actors` (module bytes, with the path they came from) after
-/// the configuration's own.
+/// [`start`], loading `extra_actors` (module bytes, with the file or reference they came
+/// from) after the configuration's own.
 pub async fn start_with(
     config: &HostConfig,
-    extra_actors: Vec<(std::path::PathBuf, Vec<u8>)>,
+    extra_actors: Vec<(String, Arc<[u8]>)>,
 ) -> Result<Running, ConfigError> {
     let runtime = runtime_with_actors(config).await?;
 
-    for (path, bytes) in extra_actors {
-        runtime
+    for (origin, bytes) in extra_actors {
+        let actor = runtime
             .load_actor(bytes)
             .await
-            .map_err(|e| config.error_at(0, format!("actor {} refused: {e}", path.display())))?;
+            .map_err(|e| config.error_at(0, format!("actor {origin} refused: {e}")))?;
+        runtime.set_origin(actor.subject(), origin);
     }
 
     let mut builtins = Builtins::default();
@@ -148,6 +149,7 @@ pub async fn start_with(
         Some(a) => {
             let handle = argo::serve_argo(
                 workflows.scheduler.clone(),
+                Some(runtime.clone()),
                 a.token.clone(),
                 a.artifacts.clone(),
                 &a.address,
@@ -387,8 +389,15 @@ async fn check_the_rest(
             .workflow
             .parent()
             .unwrap_or(std::path::Path::new("."));
-        crate::workflow::routes::resolve_routes(&workflow, base, &config.policy, |_, _| Ok(()))
-            .map_err(|e| at(e.0))?;
+        crate::workflow::routes::resolve_routes(
+            &workflow,
+            base,
+            &config.policy,
+            runtime.module_registry(),
+            |_, _| Ok(()),
+        )
+        .await
+        .map_err(|e| at(e.0))?;
     }
     Ok(CheckReport {
         actors: config.actors.len(),

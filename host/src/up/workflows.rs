@@ -169,8 +169,15 @@ pub async fn start(
         let at = |m: String| config.error_at(t.line, m);
         let workflow = Workflow::from_file(&trigger.workflow).map_err(|e| at(e.0))?;
         let base = trigger.workflow.parent().unwrap_or(Path::new("."));
-        let routes =
-            resolve_routes(&workflow, base, &config.policy, |_, _| Ok(())).map_err(|e| at(e.0))?;
+        let routes = resolve_routes(
+            &workflow,
+            base,
+            &config.policy,
+            runtime.module_registry(),
+            |_, _| Ok(()),
+        )
+        .await
+        .map_err(|e| at(e.0))?;
         let group = trigger_group(&workflow).map_err(at)?;
         let (workflow, routes) = (Arc::new(workflow), Arc::new(routes));
         let scheduler = scheduler.clone();

@@ -67,12 +67,12 @@ async fn an_operator_lists_hosts_and_starts_links_scales_and_stops_actors() {
     // Start the probe on host A, link it, use it.
     let probe = sign(&guest("probe"), "probe", PROBE_CAPS);
     let started = ops
-        .command(&a, &Command::StartActor, probe.bytes.clone(), WAIT)
+        .command(&a, &Command::StartActor { reference: None }, probe.bytes.clone(), WAIT)
         .await
         .unwrap();
     assert_eq!(started["subject"], probe.subject.as_str());
     let again = ops
-        .command(&a, &Command::StartActor, probe.bytes.clone(), WAIT)
+        .command(&a, &Command::StartActor { reference: None }, probe.bytes.clone(), WAIT)
         .await
         .unwrap_err();
     assert!(again.contains("runs on this host already"), "{again}");
@@ -168,7 +168,7 @@ async fn an_operator_lists_hosts_and_starts_links_scales_and_stops_actors() {
             .is_empty()
     );
     let err = stranger
-        .command(&a, &Command::StartActor, probe.bytes, WAIT)
+        .command(&a, &Command::StartActor { reference: None }, probe.bytes, WAIT)
         .await
         .unwrap_err();
     assert!(
@@ -222,7 +222,7 @@ async fn a_live_update_under_load_loses_no_invocation_and_a_lower_revision_is_re
     let subject = keys::generate(KeyKind::Module).public_key();
     ops.command(
         &id,
-        &Command::StartActor,
+        &Command::StartActor { reference: None },
         versioned(&account, &subject, 1),
         WAIT,
     )
@@ -253,7 +253,7 @@ async fn a_live_update_under_load_loses_no_invocation_and_a_lower_revision_is_re
     let updated = ops
         .command(
             &id,
-            &Command::UpdateActor,
+            &Command::UpdateActor { reference: None },
             versioned(&account, &subject, 2),
             WAIT,
         )
@@ -281,7 +281,7 @@ async fn a_live_update_under_load_loses_no_invocation_and_a_lower_revision_is_re
         let err = ops
             .command(
                 &id,
-                &Command::UpdateActor,
+                &Command::UpdateActor { reference: None },
                 versioned(&account, &subject, rev),
                 WAIT,
             )
@@ -297,7 +297,7 @@ async fn a_live_update_under_load_loses_no_invocation_and_a_lower_revision_is_re
     let err = ops
         .command(
             &id,
-            &Command::UpdateActor,
+            &Command::UpdateActor { reference: None },
             versioned(&account, &stranger, 3),
             WAIT,
         )
@@ -507,7 +507,7 @@ async fn a_changed_or_replayed_control_request_is_refused_and_changes_nothing() 
     let (a, b) = (control_a.id().to_string(), control_b.id().to_string());
     let ops = operator(&lattice, &cluster).await;
     let probe = sign(&guest("probe"), "probe", PROBE_CAPS);
-    ops.command(&b, &Command::StartActor, probe.bytes.clone(), WAIT)
+    ops.command(&b, &Command::StartActor { reference: None }, probe.bytes.clone(), WAIT)
         .await
         .unwrap();
     let scale = |n| Command::ScaleActor {

@@ -458,7 +458,7 @@ steps:
 "#,
     )
     .unwrap();
-    let routes = resolve_remote_routes(&workflow).unwrap();
+    let routes = resolve_remote_routes(&workflow, None).await.unwrap();
     let id = scheduler
         .submit(&workflow, BTreeMap::new(), &routes)
         .await

@@ -147,12 +147,19 @@ async fn run(a: RunArgs, cache_dir: Option<PathBuf>) -> Result<()> {
     let workflow = Workflow::from_file(&a.file)?;
     let inputs = parse_inputs(&a.inputs)?;
     let base = a.file.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let registry = sigil_host::up::module_registry(&config)?;
     let mut files = Vec::new();
-    let routes: HashMap<String, String> =
-        resolve_routes(&workflow, &base, &config.policy, |path, bytes| {
-            files.push((path.to_path_buf(), bytes));
+    let routes: HashMap<String, String> = resolve_routes(
+        &workflow,
+        &base,
+        &config.policy,
+        Some(&registry),
+        |origin, bytes| {
+            files.push((origin.to_string(), bytes));
             Ok(())
-        })?;
+        },
+    )
+    .await?;
     let mut progress = Progress::new(a.json);
     if config.workflows.backend != WorkflowBackendSpec::Memory {
         let scheduler = remote(&a.target).await?;
