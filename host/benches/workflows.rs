@@ -217,8 +217,8 @@ impl ArgoEndpoint {
             None,
             "127.0.0.1:0",
         )
-            .await
-            .unwrap();
+        .await
+        .unwrap();
         let stream = tokio::net::TcpStream::connect(server.local_addr())
             .await
             .unwrap();

@@ -1181,7 +1181,10 @@ config = { prefix = "c:", allow = ["a", "b"], n = 3 }
         assert_eq!(c.drain_timeout, Duration::from_secs(5));
         assert_eq!(c.engine.limits.deadline, Duration::from_secs(2));
         assert_eq!(c.engine.limits.max_memory, 32 << 20);
-        assert_eq!(c.actors[0].value, ModuleSource::File(PathBuf::from("/etc/sigil/counter.wasm")));
+        assert_eq!(
+            c.actors[0].value,
+            ModuleSource::File(PathBuf::from("/etc/sigil/counter.wasm"))
+        );
         assert_eq!(c.actors[0].line, 10);
         let link = &c.links[0].value;
         assert_eq!(link.contract_id, "wasmcloud:keyvalue");

@@ -258,10 +258,7 @@ impl Runtime {
     }
 
     /// Reads or pulls a newer revision, then updates as [`Runtime::update_actor`] does.
-    pub async fn update_actor_from(
-        &self,
-        source: &ModuleSource,
-    ) -> Result<Arc<Actor>, StartError> {
+    pub async fn update_actor_from(&self, source: &ModuleSource) -> Result<Arc<Actor>, StartError> {
         let fetched = self.fetch(source).await?;
         let actor = self.update_actor(fetched.bytes).await?;
         self.set_origin(actor.subject(), fetched.origin);

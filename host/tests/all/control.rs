@@ -67,12 +67,22 @@ async fn an_operator_lists_hosts_and_starts_links_scales_and_stops_actors() {
     // Start the probe on host A, link it, use it.
     let probe = sign(&guest("probe"), "probe", PROBE_CAPS);
     let started = ops
-        .command(&a, &Command::StartActor { reference: None }, probe.bytes.clone(), WAIT)
+        .command(
+            &a,
+            &Command::StartActor { reference: None },
+            probe.bytes.clone(),
+            WAIT,
+        )
         .await
         .unwrap();
     assert_eq!(started["subject"], probe.subject.as_str());
     let again = ops
-        .command(&a, &Command::StartActor { reference: None }, probe.bytes.clone(), WAIT)
+        .command(
+            &a,
+            &Command::StartActor { reference: None },
+            probe.bytes.clone(),
+            WAIT,
+        )
         .await
         .unwrap_err();
     assert!(again.contains("runs on this host already"), "{again}");
@@ -168,7 +178,12 @@ async fn an_operator_lists_hosts_and_starts_links_scales_and_stops_actors() {
             .is_empty()
     );
     let err = stranger
-        .command(&a, &Command::StartActor { reference: None }, probe.bytes, WAIT)
+        .command(
+            &a,
+            &Command::StartActor { reference: None },
+            probe.bytes,
+            WAIT,
+        )
         .await
         .unwrap_err();
     assert!(
@@ -507,9 +522,14 @@ async fn a_changed_or_replayed_control_request_is_refused_and_changes_nothing() 
     let (a, b) = (control_a.id().to_string(), control_b.id().to_string());
     let ops = operator(&lattice, &cluster).await;
     let probe = sign(&guest("probe"), "probe", PROBE_CAPS);
-    ops.command(&b, &Command::StartActor { reference: None }, probe.bytes.clone(), WAIT)
-        .await
-        .unwrap();
+    ops.command(
+        &b,
+        &Command::StartActor { reference: None },
+        probe.bytes.clone(),
+        WAIT,
+    )
+    .await
+    .unwrap();
     let scale = |n| Command::ScaleActor {
         actor: "probe".into(),
         max_concurrent: n,

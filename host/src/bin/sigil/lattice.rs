@@ -221,9 +221,7 @@ async fn send(common: &Common, host: &str, command: Command, body: Vec<u8>) -> R
             body,
             // Starting pulls and compiles the module: allow for that.
             common.wait.max(match command {
-                Command::StartActor { .. } | Command::UpdateActor { .. } => {
-                    Duration::from_secs(60)
-                }
+                Command::StartActor { .. } | Command::UpdateActor { .. } => Duration::from_secs(60),
                 _ => Duration::from_secs(10),
             }),
         )
@@ -302,7 +300,13 @@ async fn run(command: LatticeCommand) -> Result<()> {
         }
         LatticeCommand::Update(a) => {
             let (reference, bytes) = a.module().await?;
-            send(&a.common, &a.host, Command::UpdateActor { reference }, bytes).await
+            send(
+                &a.common,
+                &a.host,
+                Command::UpdateActor { reference },
+                bytes,
+            )
+            .await
         }
         LatticeCommand::Stop(a) => {
             send(

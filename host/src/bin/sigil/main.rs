@@ -101,6 +101,14 @@ pub(crate) struct RegistryArgs {
 }
 
 impl RegistryArgs {
+    /// Adds these options to a host configuration's.
+    pub(crate) fn apply(&self, options: &mut sigil_host::oci::RegistryOptions) {
+        options
+            .insecure
+            .extend(self.insecure_registry.iter().cloned());
+        options.allow_latest |= self.allow_latest;
+    }
+
     /// The registry client for these options, caching pulled modules under `cache`
     /// (`oci/` in it).
     pub(crate) fn registry(

@@ -62,6 +62,8 @@ pub(crate) struct RunArgs {
     json: bool,
     #[command(flatten)]
     target: Target,
+    #[command(flatten)]
+    registry: crate::RegistryArgs,
 }
 
 #[derive(Args, Debug)]
@@ -147,6 +149,7 @@ async fn run(a: RunArgs, cache_dir: Option<PathBuf>) -> Result<()> {
     let workflow = Workflow::from_file(&a.file)?;
     let inputs = parse_inputs(&a.inputs)?;
     let base = a.file.parent().unwrap_or(Path::new(".")).to_path_buf();
+    a.registry.apply(&mut config.registry);
     let registry = sigil_host::up::module_registry(&config)?;
     let mut files = Vec::new();
     let routes: HashMap<String, String> = resolve_routes(
