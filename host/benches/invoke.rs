@@ -5,35 +5,14 @@
 //! for wasm32 (into target/guests).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 #[path = "common/mod.rs"]
 mod common;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use sigil_claims::{KeyStore, Policy};
-use sigil_host::build::{BuildOptions, build};
+use sigil_claims::Policy;
 use sigil_host::{Actor, EngineConfig, Host, NoProviders};
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// Builds and signs the example actors once; returns (echo, markdown) module bytes.
-fn actors(keys: &Path) -> (Vec<u8>, Vec<u8>) {
-    let target = repo().join("target").join("guests");
-    let mut opts = BuildOptions::new(KeyStore::new(keys));
-    opts.target_dir = Some(target.clone());
-    opts.out_dir = Some(target.join("signed-bench"));
-    opts.quiet = true;
-    let built = build(&repo().join("examples"), &opts).expect("build the example actors");
-    let read = |name: &str| {
-        let b = built.iter().find(|b| b.name == name).expect(name);
-        std::fs::read(&b.path).unwrap()
-    };
-    (read("echo"), read("markdown"))
-}
 
 fn unsigned_echo(signed: &[u8]) -> Vec<u8> {
     sigil_claims::strip_jwt_sections(signed).unwrap()
@@ -41,7 +20,9 @@ fn unsigned_echo(signed: &[u8]) -> Vec<u8> {
 
 fn benches(c: &mut Criterion) {
     let keys = tempfile::tempdir().unwrap();
-    let (echo, markdown) = actors(keys.path());
+    let [echo, markdown]: [Vec<u8>; 2] = common::example_actors(keys.path(), &["echo", "markdown"])
+        .try_into()
+        .unwrap();
     eprintln!(
         "echo actor: {} bytes signed; markdown actor: {} bytes signed",
         echo.len(),
@@ -134,7 +115,7 @@ fn benches(c: &mut Criterion) {
 
     // A realistic step: render a README-sized Markdown document in a fresh instance.
     let md_actor = host.load_actor(markdown.clone()).unwrap();
-    let doc = std::fs::read_to_string(repo().join("docs").join("claims.md")).unwrap();
+    let doc = std::fs::read_to_string(common::repo().join("docs").join("claims.md")).unwrap();
     let request = rmp_serde::to_vec_named(&serde_json::json!({ "markdown": doc })).unwrap();
     let mut g = c.benchmark_group("step");
     g.throughput(Throughput::Bytes(doc.len() as u64));

@@ -13,7 +13,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,8 +23,6 @@ use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
-use sigil_claims::KeyStore;
-use sigil_host::build::{BuildOptions, build};
 use sigil_host::up::argo::serve_argo;
 use sigil_host::workflow::jetstream::{JetStreamBackend, JetStreamOptions};
 use sigil_host::workflow::memory::MemoryBackend;
@@ -172,20 +169,6 @@ async fn throughput(cluster: &Cluster, total: u64) -> Duration {
     started.elapsed()
 }
 
-/// Builds and signs the `markdown` example actor (cached under `target/guests`).
-fn markdown_actor() -> Vec<u8> {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let keys = tempfile::tempdir().unwrap();
-    let target = repo.join("target").join("guests");
-    let mut opts = BuildOptions::new(KeyStore::new(keys.path()));
-    opts.target_dir = Some(target.clone());
-    opts.out_dir = Some(target.join("signed-bench-workflows"));
-    opts.quiet = true;
-    let built = build(&repo.join("examples"), &opts).expect("build the example actors");
-    let markdown = built.iter().find(|b| b.name == "markdown").unwrap();
-    std::fs::read(&markdown.path).unwrap()
-}
-
 const ARGO_TOKEN: &str = "bench-token";
 
 /// The Argo executor plugin endpoint of one host running the markdown actor, on one
@@ -302,7 +285,9 @@ fn argo_requests(c: &mut Criterion, rt: &tokio::runtime::Runtime, only: Option<&
         .engine_config(EngineConfig::default())
         .build()
         .unwrap();
-    host.load_actor(markdown_actor()).unwrap();
+    let keys = tempfile::tempdir().unwrap();
+    let markdown = common::example_actors(keys.path(), &["markdown"]).remove(0);
+    host.load_actor(markdown).unwrap();
     let runner = Arc::new(host);
     let mut group = c.benchmark_group("argo_requests");
     group.sample_size(10);

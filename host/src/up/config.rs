@@ -1345,6 +1345,79 @@ config = { prefix = "c:", allow = ["a", "b"], n = 3 }
     }
 
     #[test]
+    fn actors_by_reference_and_registries() {
+        let c = parse(
+            "[host]\nallow_latest = true\nmax_module_size = \"8MiB\"\n\n\
+             [[actors]]\nreference = \"oci://reg.example:5000/sigil/echo:1\"\n\n\
+             [[registries]]\nhost = \"reg.example:5000\"\nusername = \"ci\"\n\
+             password_file = \"secrets/reg\"\nca_file = \"ca.pem\"\n\n\
+             [[registries]]\nhost = \"localhost:5000\"\ninsecure = true\n",
+        )
+        .unwrap();
+        match &c.actors[0].value {
+            ModuleSource::Oci(r) => {
+                assert_eq!(r.to_string(), "oci://reg.example:5000/sigil/echo:1")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(c.actors[0].line, 5);
+        assert!(c.registry.allow_latest);
+        assert_eq!(c.registry.max_module_size, 8 << 20);
+        let r = &c.registry.registries[0];
+        assert_eq!(
+            r.password_file,
+            Some(PathBuf::from("/etc/sigil/secrets/reg"))
+        );
+        assert_eq!(r.ca_file, Some(PathBuf::from("/etc/sigil/ca.pem")));
+        assert!(c.registry.registries[1].insecure);
+
+        for (text, line, says) in [
+            (
+                "[[actors]]\nreference = \"oci://echo:1\"\n",
+                2,
+                "names no registry",
+            ),
+            (
+                "[[actors]]\nreference = \"echo.wasm\"\n",
+                2,
+                "not an oci:// reference",
+            ),
+            (
+                "[[actors]]\npath = \"a.wasm\"\nreference = \"oci://r:1/a:1\"\n",
+                1,
+                "not both",
+            ),
+            ("[[actors]]\n", 1, "needs path"),
+            ("[[registries]]\ninsecure = true\n", 1, "needs host"),
+            (
+                "[[registries]]\nhost = \"https://r.example/v2\"\n",
+                1,
+                "without scheme",
+            ),
+            (
+                "[[registries]]\nhost = \"r:1\"\nusername = \"u\"\n",
+                1,
+                "both username",
+            ),
+            (
+                "[[registries]]\nhost = \"r:1\"\n[[registries]]\nhost = \"r:1\"\n",
+                3,
+                "twice",
+            ),
+            (
+                "[[registries]]\nhost = \"r:1\"\npassword = \"x\"\n",
+                3,
+                "password",
+            ),
+            ("[host]\nmax_module_size = \"big\"\n", 2, "not a size"),
+        ] {
+            let e = parse(text).unwrap_err();
+            assert!(e.message.contains(says), "{text}: {e}");
+            assert_eq!(e.line, line, "{text}: {e}");
+        }
+    }
+
+    #[test]
     fn errors_found_later_name_the_key_line_or_the_key_path() {
         let c = parse(
             "[host]\nadmin_address = \"127.0.0.1:1\"\n\n[[providers]]\nname = \"kv\"\n\

@@ -1,0 +1,185 @@
+//! Starting an actor from an OCI registry on loopback (resolve the tag, pull, check the
+//! digest, verify the claims, compile) against starting it from the digest cache (no
+//! network), for the ~100 KiB echo actor and a 5 MiB module.
+//!
+//! Run: `cargo bench -p sigil-host --bench registry`. It starts its own registry (the CNCF
+//! `distribution` registry that `.ci/docker-registry` finds, or unpacks from Debian's
+//! package without root) on a spare loopback port.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+#[path = "common/mod.rs"]
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use sigil_host::oci::{ModuleRef, Registry, RegistryOptions};
+use sigil_host::{EngineConfig, Host};
+
+/// A plain-HTTP registry of its own, removed when dropped.
+struct LocalRegistry {
+    child: Child,
+    host: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for LocalRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_registry() -> LocalRegistry {
+    let tool = Command::new(common::repo().join(".ci").join("docker-registry"))
+        .output()
+        .expect("run .ci/docker-registry");
+    assert!(
+        tool.status.success(),
+        "{}",
+        String::from_utf8_lossy(&tool.stderr)
+    );
+    let binary = String::from_utf8(tool.stdout).unwrap().trim().to_string();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n\
+             http:\n  addr: 127.0.0.1:{port}\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new(binary)
+        .arg("serve")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the registry");
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    LocalRegistry {
+        child,
+        host: format!("127.0.0.1:{port}"),
+        _dir: dir,
+    }
+}
+
+/// `module` without its claims, with a custom section of `size` incompressible bytes
+/// added, signed again: a module of about that size that compiles like the original.
+fn padded(module: &[u8], size: usize) -> Vec<u8> {
+    let mut wasm = sigil_claims::strip_jwt_sections(module).unwrap();
+    let name = b"padding";
+    let mut payload = Vec::with_capacity(size + 16);
+    let leb = |mut n: usize, out: &mut Vec<u8>| {
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(byte);
+                break;
+            }
+            out.push(byte | 0x80);
+        }
+    };
+    leb(name.len(), &mut payload);
+    payload.extend_from_slice(name);
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    while payload.len() < size {
+        // xorshift: bytes no registry or transport could compress.
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        payload.extend_from_slice(&x.to_le_bytes());
+    }
+    wasm.push(0);
+    leb(payload.len(), &mut wasm);
+    wasm.extend_from_slice(&payload);
+    let account = sigil_claims::keys::generate(sigil_claims::KeyKind::Account);
+    let subject = sigil_claims::keys::generate(sigil_claims::KeyKind::Module).public_key();
+    let spec = sigil_claims::ActorSpec {
+        name: "big".into(),
+        ..Default::default()
+    };
+    sigil_claims::sign_module(&wasm, &spec, &account, &subject)
+        .unwrap()
+        .bytes
+}
+
+fn registry(host: &str, cache: Option<&std::path::Path>) -> Arc<Registry> {
+    Registry::new(RegistryOptions {
+        insecure: vec![host.to_string()],
+        cache_dir: cache.map(|c| c.to_path_buf()),
+        ..Default::default()
+    })
+    .unwrap()
+}
+
+fn benches(c: &mut Criterion) {
+    let keys = tempfile::tempdir().unwrap();
+    let echo = common::example_actors(keys.path(), &["echo"]).remove(0);
+    let big = padded(&echo, 5 << 20);
+    let local = start_registry();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let pusher = registry(&local.host, None);
+    let mut modules = Vec::new();
+    for (name, bytes) in [("echo", &echo), ("5MiB", &big)] {
+        let tag = ModuleRef::parse(&format!("oci://{}/bench/{name}:1", local.host)).unwrap();
+        let pushed = rt.block_on(pusher.push(bytes, name, &tag)).unwrap();
+        eprintln!("{name}: {} bytes, {}", bytes.len(), pushed.pinned);
+        modules.push((name, tag, pushed.pinned));
+    }
+    // The engine compiles every start (no compiled-module cache): what is compared is
+    // where the bytes come from.
+    let host = Host::builder()
+        .engine_config(EngineConfig {
+            max_instances: 4,
+            ..EngineConfig::default()
+        })
+        .build()
+        .unwrap();
+    let start = |registry: &Arc<Registry>, reference: &ModuleRef| {
+        let pulled = rt.block_on(registry.pull(reference)).unwrap();
+        let actor = host.load_actor(pulled.module).unwrap();
+        host.remove_actor(actor.subject());
+        pulled.from_cache
+    };
+
+    let mut g = c.benchmark_group("start");
+    g.sample_size(20).measurement_time(Duration::from_secs(8));
+    for (name, tag, pinned) in &modules {
+        g.bench_function(format!("registry/{name}"), |b| {
+            b.iter(|| {
+                // A new client and no cache: resolve, pull, check, verify, compile.
+                let cold = registry(&local.host, None);
+                assert!(!start(&cold, tag));
+            })
+        });
+        let cache = tempfile::tempdir().unwrap();
+        let warm = registry(&local.host, Some(cache.path()));
+        start(&warm, pinned);
+        g.bench_function(format!("cache/{name}"), |b| {
+            b.iter(|| assert!(start(&warm, pinned)))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(registry_benches, benches);
+criterion_main!(registry_benches);
