@@ -201,11 +201,13 @@ struct LimitArgs {
 
 #[derive(Args, Debug)]
 struct InspectArgs {
-    /// The module.
-    module: PathBuf,
+    /// The module: a file, or oci://REGISTRY/REPOSITORY:TAG.
+    module: String,
     /// Print JSON.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    registry: RegistryArgs,
 }
 
 #[derive(Args, Debug)]
@@ -524,10 +526,19 @@ fn print_response(response: &[u8], raw: bool) -> Result<()> {
 }
 
 fn inspect(a: &InspectArgs) -> Result<()> {
-    let bytes =
-        std::fs::read(&a.module).with_context(|| format!("cannot read {}", a.module.display()))?;
+    let bytes: std::sync::Arc<[u8]> = if sigil_host::oci::ModuleRef::is_reference(&a.module) {
+        let reference = sigil_host::oci::ModuleRef::parse(&a.module)?;
+        let registry = a.registry.registry(default_cache_dir().as_deref())?;
+        let pulled = block_on(registry.pull(&reference))?;
+        eprintln!("{}", pulled.pinned);
+        pulled.module
+    } else {
+        std::fs::read(&a.module)
+            .with_context(|| format!("cannot read {}", a.module))?
+            .into()
+    };
     let ins = sigil_claims::inspect(&bytes, &Policy::new())
-        .with_context(|| format!("cannot inspect {}", a.module.display()))?;
+        .with_context(|| format!("cannot inspect {}", a.module))?;
     if a.json {
         let v = serde_json::json!({
             "section": ins.section,
