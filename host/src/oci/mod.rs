@@ -19,7 +19,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use futures::future::{BoxFuture, FutureExt, Shared};
 use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
-use oci_client::errors::{OciDistributionError, OciErrorCode};
+use oci_client::errors::{DigestError, OciDistributionError, OciErrorCode};
 use oci_client::manifest::{
     IMAGE_MANIFEST_LIST_MEDIA_TYPE, IMAGE_MANIFEST_MEDIA_TYPE, OCI_IMAGE_INDEX_MEDIA_TYPE,
     OCI_IMAGE_MEDIA_TYPE, OciDescriptor,
@@ -692,12 +692,22 @@ impl Registry {
             .map_err(|e| self.classify(reference, creds, e))?;
         let mut module = Vec::with_capacity(usize::try_from(layer.size).unwrap_or(0).min(1 << 26));
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| RegistryError::Unreachable {
-                reference: reference.to_string(),
-                registry: reference.registry().to_string(),
-                reason: format!("the module's transfer broke off: {e}"),
-                hint: "try again".into(),
-            })?;
+            let chunk = match chunk {
+                Ok(chunk) => chunk,
+                // The client hashes the layer as it streams and reports a mismatch as the
+                // stream's last item, after every byte has arrived: not a broken
+                // transfer (which "try again" would not mend), but bytes to refuse, as
+                // the check below does with both digests.
+                Err(e) if e.get_ref().is_some_and(|inner| inner.is::<DigestError>()) => break,
+                Err(e) => {
+                    return Err(RegistryError::Unreachable {
+                        reference: reference.to_string(),
+                        registry: reference.registry().to_string(),
+                        reason: format!("the module's transfer broke off: {e}"),
+                        hint: "try again".into(),
+                    });
+                }
+            };
             module.extend_from_slice(&chunk);
             if module.len() as u64 > limit {
                 return Err(RegistryError::TooLarge {
@@ -807,14 +817,17 @@ impl Registry {
             | OciDistributionError::ImageManifestNotFoundError(_) => {
                 self.unknown_manifest(reference)
             }
-            OciDistributionError::DigestError(e) => RegistryError::DigestMismatch {
+            // A manifest whose bytes do not hash to the digest asked for (or, for a tag, to
+            // the digest the registry announced): the two digests, not the client's
+            // sentence, go in the message.
+            OciDistributionError::DigestError(DigestError::VerificationError {
+                expected,
+                actual,
+            }) => RegistryError::DigestMismatch {
                 reference: reference.to_string(),
                 what: "manifest".into(),
-                expected: reference
-                    .digest()
-                    .unwrap_or("its digest header")
-                    .to_string(),
-                actual: e.to_string(),
+                expected,
+                actual,
             },
             other => RegistryError::Registry {
                 reference: reference.to_string(),

@@ -14,6 +14,10 @@ pub const SCHEME: &str = "oci://";
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct ModuleRef {
     inner: Reference,
+    /// Whether the text named a tag. The parser reads `REGISTRY/REPOSITORY` as the tag
+    /// `latest` (what the registry is asked for); the reference is still shown, pinned
+    /// and refused as written, with no tag.
+    tag_written: bool,
 }
 
 impl fmt::Debug for ModuleRef {
@@ -25,7 +29,7 @@ impl fmt::Debug for ModuleRef {
 impl fmt::Display for ModuleRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{SCHEME}{}/{}", self.registry(), self.repository())?;
-        if let Some(tag) = self.inner.tag() {
+        if let Some(tag) = self.tag() {
             write!(f, ":{tag}")?;
         }
         if let Some(digest) = self.inner.digest() {
@@ -74,7 +78,9 @@ impl ModuleRef {
                 )));
             }
         }
-        Ok(ModuleRef { inner })
+        let name = bare.rsplit('/').next().unwrap_or_default();
+        let tag_written = name.split('@').next().unwrap_or_default().contains(':');
+        Ok(ModuleRef { inner, tag_written })
     }
 
     /// The registry's host (and port).
@@ -89,7 +95,7 @@ impl ModuleRef {
 
     /// The tag, when the reference names one.
     pub fn tag(&self) -> Option<&str> {
-        self.inner.tag()
+        self.inner.tag().filter(|_| self.tag_written)
     }
 
     /// The manifest digest (`sha256:...`), when the reference pins one.
@@ -118,7 +124,10 @@ impl ModuleRef {
                 digest.to_string(),
             ),
         };
-        ModuleRef { inner }
+        ModuleRef {
+            tag_written: self.tag_written,
+            inner,
+        }
     }
 
     /// The reference in the form the registry client takes.
@@ -126,9 +135,10 @@ impl ModuleRef {
         &self.inner
     }
 
-    /// For the on-disk index of tags: registry, repository and tag as path parts.
+    /// For the on-disk index of tags: registry, repository and tag as path parts (a
+    /// reference with no tag is the tag the registry resolves it as, `latest`).
     pub(crate) fn tag_key(&self) -> Option<String> {
-        let tag = self.tag()?;
+        let tag = self.inner.tag()?;
         Some(format!(
             "{}/{}/{tag}",
             self.registry().replace(':', "_"),
@@ -162,6 +172,18 @@ mod tests {
             p.to_string(),
             format!("oci://localhost:5000/sigil/echo:1.0@{d}")
         );
+        let bare = ModuleRef::parse("oci://ghcr.io/o/echo").unwrap();
+        assert!(bare.floats());
+        assert_eq!(bare.tag(), None);
+        assert_eq!(bare.to_string(), "oci://ghcr.io/o/echo");
+        assert_eq!(
+            bare.pinned(&d).to_string(),
+            format!("oci://ghcr.io/o/echo@{d}")
+        );
+        assert_eq!(bare.tag_key().as_deref(), Some("ghcr.io/o/echo/latest"));
+        let ported = ModuleRef::parse("localhost:5000/o/echo").unwrap();
+        assert_eq!(ported.tag(), None);
+        assert_eq!(ported.to_string(), "oci://localhost:5000/o/echo");
         assert!(ModuleRef::parse("ghcr.io/o/echo").unwrap().floats());
         assert!(ModuleRef::parse("ghcr.io/o/echo:latest").unwrap().floats());
         assert!(

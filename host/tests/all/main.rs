@@ -24,6 +24,7 @@ mod plugin;
 mod plugin_python;
 mod policy;
 mod providers;
+mod registry;
 mod rust_actors;
 mod snapshot;
 mod up;
