@@ -1030,19 +1030,19 @@ pub struct Fetched {
 
 impl Registry {
     /// Reads a file or pulls a reference.
-    pub async fn fetch(self: &Arc<Self>, source: &ModuleSource) -> Result<Fetched, String> {
+    pub async fn fetch(self: &Arc<Self>, source: &ModuleSource) -> Result<Fetched, RegistryError> {
         match source {
             ModuleSource::File(path) => {
-                let bytes = tokio::fs::read(path)
-                    .await
-                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                let bytes = tokio::fs::read(path).await.map_err(|e| {
+                    RegistryError::Local(format!("cannot read {}: {e}", path.display()))
+                })?;
                 Ok(Fetched {
                     bytes: bytes.into(),
                     origin: path.display().to_string(),
                 })
             }
             ModuleSource::Oci(reference) => {
-                let pulled = self.pull(reference).await.map_err(|e| e.to_string())?;
+                let pulled = self.pull(reference).await?;
                 Ok(Fetched {
                     bytes: pulled.module,
                     origin: pulled.pinned.to_string(),

@@ -231,7 +231,10 @@ impl Runtime {
 
     async fn fetch(&self, source: &ModuleSource) -> Result<Fetched, StartError> {
         match (source, self.modules.get()) {
-            (_, Some(registry)) => registry.fetch(source).await.map_err(StartError::Fetch),
+            (_, Some(registry)) => registry
+                .fetch(source)
+                .await
+                .map_err(|e| StartError::Fetch(e.to_string())),
             (ModuleSource::File(path), None) => {
                 let bytes = tokio::fs::read(path).await.map_err(|e| {
                     StartError::Fetch(format!("cannot read {}: {e}", path.display()))

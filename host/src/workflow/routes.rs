@@ -90,7 +90,7 @@ pub async fn resolve_routes(
             continue;
         }
         let fetched = match (&source, registry) {
-            (_, Some(registry)) => registry.fetch(&source).await,
+            (_, Some(registry)) => registry.fetch(&source).await.map_err(|e| e.to_string()),
             (ModuleSource::File(path), None) => std::fs::read(path)
                 .map(|b| Fetched {
                     bytes: b.into(),

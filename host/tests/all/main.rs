@@ -25,6 +25,7 @@ mod plugin_python;
 mod policy;
 mod providers;
 mod registry;
+mod registry_lattice;
 mod rust_actors;
 mod snapshot;
 mod up;

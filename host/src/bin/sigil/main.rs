@@ -387,8 +387,7 @@ fn call(a: CallArgs) -> Result<()> {
         let fetched = block_on(registry.fetch(&sigil_host::oci::ModuleSource::parse(
             &a.module,
             Path::new("."),
-        )?))
-        .map_err(anyhow::Error::msg)?;
+        )?))?;
         host.load_actor(fetched.bytes)
             .with_context(|| format!("cannot load {}", fetched.origin))?
     } else {
