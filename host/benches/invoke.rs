@@ -64,7 +64,7 @@ fn benches(c: &mut Criterion) {
 
     let mut live = host
         .engine()
-        .instantiate(actor.template(), actor.gate().clone())
+        .instantiate(actor.template().unwrap(), actor.gate().clone())
         .unwrap();
     g.bench_function("warm/sigil", |b| {
         b.iter(|| live.call("echo", &payload).unwrap())
@@ -72,7 +72,7 @@ fn benches(c: &mut Criterion) {
     let wat_actor = host.load_actor(common::wat_echo("wat-echo")).unwrap();
     let mut wat_live = host
         .engine()
-        .instantiate(wat_actor.template(), wat_actor.gate().clone())
+        .instantiate(wat_actor.template().unwrap(), wat_actor.gate().clone())
         .unwrap();
     g.bench_function("warm/sigil-wat-echo", |b| {
         b.iter(|| wat_live.call("echo", &payload).unwrap())
@@ -165,7 +165,12 @@ fn benches(c: &mut Criterion) {
                 )
                 .unwrap();
                 cached_engine
-                    .invoke(a.template(), a.gate().clone(), "does-not-exist", b"")
+                    .invoke(
+                        a.template().unwrap(),
+                        a.gate().clone(),
+                        "does-not-exist",
+                        b"",
+                    )
                     .unwrap_err()
             })
         });

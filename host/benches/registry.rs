@@ -139,7 +139,7 @@ fn benches(c: &mut Criterion) {
         .unwrap();
     let pusher = registry(&local.host, None);
     let mut modules = Vec::new();
-    for (name, bytes) in [("echo", &echo), ("5MiB", &big)] {
+    for (name, bytes) in [("echo", &echo), ("big-5mib", &big)] {
         let tag = ModuleRef::parse(&format!("oci://{}/bench/{name}:1", local.host)).unwrap();
         let pushed = rt.block_on(pusher.push(bytes, name, &tag)).unwrap();
         eprintln!("{name}: {} bytes, {}", bytes.len(), pushed.pinned);

@@ -9,22 +9,31 @@ use std::sync::Arc;
 use sigil_claims::{Policy, VerifiedClaims, VerifiedModule};
 
 use crate::dispatch::{ActorIdentity, CapabilityGate, ProviderDispatch};
-use crate::engine::{ActorTemplate, Engine, LoadError, TemplateInfo};
+use crate::engine::{
+    ActorTemplate, Engine, LoadError, TemplateInfo, WasiTemplate, is_wasi_command,
+};
 use crate::policy::Enforcer;
 
-/// A verified, compiled actor with its capability gate.
+/// A verified, compiled actor with its capability gate: a waPC actor, or a WASI command
+/// module run as a workflow step (see [`crate::wasi`]).
 pub struct Actor {
     module: VerifiedModule,
     identity: Arc<ActorIdentity>,
-    template: ActorTemplate,
+    kind: Kind,
     gate: Arc<CapabilityGate>,
+}
+
+/// What kind of module an actor is.
+enum Kind {
+    Wapc(ActorTemplate),
+    Wasi(WasiTemplate),
 }
 
 impl std::fmt::Debug for Actor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Actor")
             .field("identity", &self.identity)
-            .field("template", &self.template)
+            .field("wasi", &self.is_wasi())
             .finish_non_exhaustive()
     }
 }
@@ -55,7 +64,11 @@ impl Actor {
         if let Some(enforcer) = enforcer {
             enforcer.check_start(module.claims())?;
         }
-        let template = engine.prepare(&module)?;
+        let kind = if is_wasi_command(module.bytes()) {
+            Kind::Wasi(engine.prepare_wasi(&module)?)
+        } else {
+            Kind::Wapc(engine.prepare(&module)?)
+        };
         let identity = Arc::new(ActorIdentity::from_claims(module.claims()));
         let mut gate = CapabilityGate::new(identity.clone(), providers);
         if let Some(enforcer) = enforcer {
@@ -65,7 +78,7 @@ impl Actor {
         Ok(Actor {
             module,
             identity,
-            template,
+            kind,
             gate,
         })
     }
@@ -90,14 +103,33 @@ impl Actor {
         &self.identity.name
     }
 
-    /// The compiled template.
-    pub fn template(&self) -> &ActorTemplate {
-        &self.template
+    /// The compiled waPC template (none for a WASI module).
+    pub fn template(&self) -> Option<&ActorTemplate> {
+        match &self.kind {
+            Kind::Wapc(t) => Some(t),
+            Kind::Wasi(_) => None,
+        }
+    }
+
+    /// The compiled WASI command module (none for a waPC actor).
+    pub fn wasi_template(&self) -> Option<&WasiTemplate> {
+        match &self.kind {
+            Kind::Wasi(t) => Some(t),
+            Kind::Wapc(_) => None,
+        }
+    }
+
+    /// Whether it is a WASI command module rather than a waPC actor.
+    pub fn is_wasi(&self) -> bool {
+        matches!(self.kind, Kind::Wasi(_))
     }
 
     /// How the template was produced (cache, snapshot).
     pub fn template_info(&self) -> TemplateInfo {
-        self.template.info()
+        match &self.kind {
+            Kind::Wapc(t) => t.info(),
+            Kind::Wasi(t) => t.info(),
+        }
     }
 
     /// The capability gate every invocation of this actor goes through.

@@ -11,6 +11,9 @@
 //! rev = 3
 //! ```
 //!
+//! A binary crate with the same section is a WASI step (a command module, see
+//! `docs/wasi-steps.md`): it is built for `wasm32-wasip1` and signed the same way.
+//!
 //! The version is the package's. [`build`] adds the rustup target if it is missing, runs
 //! cargo with a small actor stack (so a call's stack and early heap stay in the memory the
 //! engine keeps resident between instances), and signs each cdylib with the issuer key (by
@@ -25,6 +28,8 @@ use sigil_claims::{ActorSpec, KeyKind, KeySource, KeyStore, keys};
 
 /// The target actors are built for.
 pub const TARGET: &str = "wasm32-unknown-unknown";
+/// The target WASI steps are built for.
+pub const WASI_TARGET: &str = "wasm32-wasip1";
 /// Default linear-memory stack of an actor built here, in bytes.
 pub const DEFAULT_STACK_SIZE: usize = 64 * 1024;
 
@@ -187,22 +192,33 @@ pub fn build(path: &Path, opts: &BuildOptions) -> Result<Vec<BuiltActor>, BuildE
     } else {
         path.to_path_buf()
     };
-    ensure_target(opts.quiet)?;
     let meta = metadata(&manifest)?;
     let manifest_canon = manifest.canonicalize().unwrap_or(manifest.clone());
     let only_this = meta
         .packages
         .iter()
         .any(|p| p.manifest_path == manifest_canon);
-    let actors: Vec<(&Package, &Target)> = meta
+    // Actors are cdylibs; WASI steps are binaries that declare [package.metadata.sigil].
+    let actors: Vec<(&Package, &Target, &str)> = meta
         .packages
         .iter()
         .filter(|p| !only_this || p.manifest_path == manifest_canon)
         .filter_map(|p| {
-            p.targets
+            let cdylib = p
+                .targets
                 .iter()
                 .find(|t| t.crate_types.iter().any(|c| c == "cdylib"))
-                .map(|t| (p, t))
+                .map(|t| (p, t, TARGET));
+            let declared = p
+                .metadata
+                .as_ref()
+                .is_some_and(|m| m.get("sigil").is_some());
+            cdylib.or_else(|| {
+                p.targets
+                    .iter()
+                    .find(|t| declared && t.crate_types.iter().any(|c| c == "bin"))
+                    .map(|t| (p, t, WASI_TARGET))
+            })
         })
         .collect();
     if actors.is_empty() {
@@ -212,26 +228,37 @@ pub fn build(path: &Path, opts: &BuildOptions) -> Result<Vec<BuiltActor>, BuildE
     }
 
     let target_dir = opts.target_dir.clone().unwrap_or(meta.target_directory);
-    let mut cargo = Command::new(cargo_bin());
-    cargo
-        .args(["build", "--release", "--target", TARGET, "--manifest-path"])
-        .arg(&manifest)
-        .arg("--target-dir")
-        .arg(&target_dir);
-    if opts.locked {
-        cargo.arg("--locked");
+    for target in [TARGET, WASI_TARGET] {
+        let packages: Vec<&str> = actors
+            .iter()
+            .filter(|(_, _, t)| *t == target)
+            .map(|(p, _, _)| p.name.as_str())
+            .collect();
+        if packages.is_empty() {
+            continue;
+        }
+        ensure_target(target, opts.quiet)?;
+        let mut cargo = Command::new(cargo_bin());
+        cargo
+            .args(["build", "--release", "--target", target, "--manifest-path"])
+            .arg(&manifest)
+            .arg("--target-dir")
+            .arg(&target_dir);
+        if opts.locked {
+            cargo.arg("--locked");
+        }
+        for p in packages {
+            cargo.args(["-p", p]);
+        }
+        let flags_var = "CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS";
+        if target == TARGET && std::env::var_os(flags_var).is_none() {
+            cargo.env(
+                flags_var,
+                format!("-C link-arg=-zstack-size={}", opts.stack_size),
+            );
+        }
+        run(&mut cargo, opts.quiet)?;
     }
-    for (p, _) in &actors {
-        cargo.args(["-p", &p.name]);
-    }
-    let flags_var = "CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS";
-    if std::env::var_os(flags_var).is_none() {
-        cargo.env(
-            flags_var,
-            format!("-C link-arg=-zstack-size={}", opts.stack_size),
-        );
-    }
-    run(&mut cargo, opts.quiet)?;
 
     let out_dir = opts
         .out_dir
@@ -254,16 +281,22 @@ pub fn build(path: &Path, opts: &BuildOptions) -> Result<Vec<BuiltActor>, BuildE
     };
 
     let mut built = Vec::new();
-    for (package, target) in actors {
+    for (package, target, triple) in actors {
         let spec_meta = actor_manifest(package)?;
         let name = spec_meta
             .name
             .clone()
             .unwrap_or_else(|| package.name.clone());
+        // A cdylib's file name has `_` for `-`; a binary's keeps its name.
+        let file = if triple == TARGET {
+            target.name.replace('-', "_")
+        } else {
+            target.name.clone()
+        };
         let wasm_path = target_dir
-            .join(TARGET)
+            .join(triple)
             .join("release")
-            .join(format!("{}.wasm", target.name.replace('-', "_")));
+            .join(format!("{file}.wasm"));
         let module = std::fs::read(&wasm_path).map_err(|e| BuildError::Io {
             path: wasm_path.clone(),
             source: e,
@@ -359,8 +392,8 @@ fn run(cmd: &mut Command, quiet: bool) -> Result<(), BuildError> {
     Ok(())
 }
 
-/// Adds the wasm32 target with rustup if it is not installed (no-op without rustup).
-fn ensure_target(quiet: bool) -> Result<(), BuildError> {
+/// Adds a wasm32 target with rustup if it is not installed (no-op without rustup).
+fn ensure_target(target: &str, quiet: bool) -> Result<(), BuildError> {
     let Ok(out) = Command::new("rustup")
         .args(["target", "list", "--installed"])
         .output()
@@ -369,12 +402,12 @@ fn ensure_target(quiet: bool) -> Result<(), BuildError> {
     };
     if String::from_utf8_lossy(&out.stdout)
         .lines()
-        .any(|l| l.trim() == TARGET)
+        .any(|l| l.trim() == target)
     {
         return Ok(());
     }
     run(
-        Command::new("rustup").args(["target", "add", TARGET]),
+        Command::new("rustup").args(["target", "add", target]),
         quiet,
     )
 }

@@ -242,11 +242,15 @@ impl Host {
         operation: &str,
         payload: &[u8],
     ) -> Result<Vec<u8>, InvocationError> {
+        let Some(template) = actor.template() else {
+            // A WASI step runs to its end asynchronously; block on it here.
+            return wasmtime_wasi::runtime::in_tokio(self.invoke_async(actor, operation, payload));
+        };
         let span = tracing::debug_span!("invoke", actor = actor.name(), operation);
         let _guard = span.enter();
         let result = self
             .engine
-            .invoke(actor.template(), actor.gate().clone(), operation, payload);
+            .invoke(template, actor.gate().clone(), operation, payload);
         if let Err(e) = &result {
             tracing::debug!(error = %e, "invocation failed");
         }
@@ -264,11 +268,29 @@ impl Host {
     ) -> Result<Vec<u8>, InvocationError> {
         use tracing::Instrument;
         let span = tracing::debug_span!("invoke", actor = actor.name(), operation);
-        let result = self
-            .engine
-            .invoke_async(actor.template(), actor.gate().clone(), operation, payload)
-            .instrument(span)
-            .await;
+        let result = match (actor.template(), actor.wasi_template()) {
+            (Some(template), _) => {
+                self.engine
+                    .invoke_async(template, actor.gate().clone(), operation, payload)
+                    .instrument(span)
+                    .await
+            }
+            (None, Some(wasi)) => {
+                crate::wasi::run_step(
+                    &self.engine,
+                    wasi,
+                    actor.gate().clone(),
+                    actor.name(),
+                    operation,
+                    payload,
+                )
+                .instrument(span)
+                .await
+            }
+            (None, None) => Err(InvocationError::Protocol {
+                message: "the actor has no compiled module".into(),
+            }),
+        };
         if let Err(e) = &result {
             tracing::debug!(actor = actor.name(), operation, error = %e, "invocation failed");
         }

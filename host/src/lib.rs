@@ -30,6 +30,7 @@ mod host;
 pub mod oci;
 pub mod policy;
 pub mod up;
+pub mod wasi;
 pub mod workflow;
 
 pub use actors::Actor;

@@ -83,6 +83,8 @@ pub(crate) struct InvocationState {
     /// The invocation's deadline, in epoch ticks of `clock`.
     pub(crate) deadline_tick: u64,
     pub(crate) clock: Arc<Clock>,
+    /// The WASI context, for a run of a WASI command module.
+    pub(crate) wasi: Option<wasmtime_wasi::p1::WasiP1Ctx>,
 }
 
 impl InvocationState {
@@ -113,6 +115,7 @@ impl InvocationState {
             log_budget: limits.max_log_bytes,
             deadline_tick,
             clock,
+            wasi: None,
         }
     }
 

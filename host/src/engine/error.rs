@@ -48,6 +48,19 @@ pub enum LoadError {
         expected: String,
     },
 
+    /// A WASI module imports something other than WASI preview 1.
+    #[error(
+        "module imports `{module}.{name}`, which Sigil does not provide to WASI modules: a \
+         WASI step may import only `wasi_snapshot_preview1` functions (build for \
+         wasm32-wasip1)"
+    )]
+    UnsupportedWasiImport {
+        /// The import's module name.
+        module: String,
+        /// The import's field name.
+        name: String,
+    },
+
     /// A required export is missing or has the wrong type.
     #[error("module does not export {what}: {hint}")]
     MissingExport {
@@ -160,6 +173,31 @@ pub enum InvocationError {
         message: String,
     },
 
+    /// A WASI module exited with a non-zero code.
+    #[error("the module exited with code {code}{}", stderr_suffix(.stderr))]
+    Exit {
+        /// The exit code.
+        code: i32,
+        /// The end of its stderr.
+        stderr: String,
+    },
+
+    /// A WASI run that failed, with the end of what the module wrote to stderr.
+    #[error("{error}{}", stderr_suffix(.stderr))]
+    WithStderr {
+        /// What ended the run.
+        error: Box<InvocationError>,
+        /// The end of its stderr.
+        stderr: String,
+    },
+
+    /// A WASI step did not leave a usable result document.
+    #[error("the step's result is unusable: {message}")]
+    StepResult {
+        /// What is wrong with `/work/result.json`.
+        message: String,
+    },
+
     /// The request payload is larger than allowed.
     #[error("request of {size} bytes exceeds the {limit}-byte limit (limits.max_request)")]
     RequestTooLarge {
@@ -248,4 +286,13 @@ pub(crate) enum AbiFault {
     ResponseTooLarge { size: usize, limit: usize },
     #[error("{0}")]
     Protocol(String),
+}
+
+fn stderr_suffix(stderr: &str) -> String {
+    let stderr = stderr.trim_end();
+    if stderr.is_empty() {
+        String::new()
+    } else {
+        format!("; its stderr ends: {stderr}")
+    }
 }

@@ -20,6 +20,7 @@ mod cache;
 mod error;
 mod snapshot;
 mod stack;
+mod wasi;
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -36,6 +37,7 @@ use wasmtime::{
 use abi::InvocationState;
 use error::AbiFault;
 pub use error::{InvocationError, LoadError, Phase};
+pub use wasi::{Captured, WasiExit, WasiRun, WasiTemplate, is_wasi_command};
 
 /// One call from an actor to its host (`__host_call`).
 #[derive(Debug, Clone, Copy)]
@@ -172,6 +174,8 @@ struct Inner {
     linker: Linker<InvocationState>,
     /// The same functions, with `__host_call` awaiting the handler (for `invoke_async`).
     async_linker: Linker<InvocationState>,
+    /// WASI preview 1, for WASI command modules (made on first use).
+    wasi_linker: std::sync::OnceLock<Result<Linker<InvocationState>, String>>,
     config: EngineConfig,
     cache: Option<cache::ModuleCache>,
     fingerprint: String,
@@ -404,6 +408,7 @@ impl Engine {
                 wasmtime,
                 linker,
                 async_linker,
+                wasi_linker: std::sync::OnceLock::new(),
                 config,
                 cache,
                 fingerprint,
@@ -525,8 +530,20 @@ impl Engine {
         snapshot: bool,
         from_cache: bool,
     ) -> Result<ActorTemplate, LoadError> {
-        let limits = &self.inner.config.limits;
         check_imports(&module)?;
+        self.check_resources(&module)?;
+        let guest_call = export_func(&module, "__guest_call", &[I32, I32], &[I32]).ok_or(
+            LoadError::MissingExport {
+                what: "`__guest_call: (i32, i32) -> i32`".into(),
+                hint: "waPC actors export it; build with the sigil-actor or wapc-guest crate",
+            },
+        )?;
+        self.link_checked(module, guest_call, snapshot, from_cache)
+    }
+
+    /// The memory, tables and memories a module asks for, against the limits.
+    fn check_resources(&self, module: &Module) -> Result<(), LoadError> {
+        let limits = &self.inner.config.limits;
         let res = module.resources_required();
         if let Some(initial) = res.max_initial_memory_size
             && initial > limits.max_memory as u64
@@ -551,12 +568,16 @@ impl Engine {
                 ),
             });
         }
-        let guest_call = export_func(&module, "__guest_call", &[I32, I32], &[I32]).ok_or(
-            LoadError::MissingExport {
-                what: "`__guest_call: (i32, i32) -> i32`".into(),
-                hint: "waPC actors export it; build with the sigil-actor or wapc-guest crate",
-            },
-        )?;
+        Ok(())
+    }
+
+    fn link_checked(
+        &self,
+        module: Module,
+        guest_call: ModuleExport,
+        snapshot: bool,
+        from_cache: bool,
+    ) -> Result<ActorTemplate, LoadError> {
         let memory = match module.get_export("memory") {
             Some(ExternType::Memory(_)) => module.get_export_index("memory"),
             _ => None,

@@ -85,7 +85,7 @@ fn fresh_instance_per_invocation() {
     // A live instance keeps its state between calls (and is opt-in).
     let mut live = host
         .engine()
-        .instantiate(actor.template(), actor.gate().clone())
+        .instantiate(actor.template().unwrap(), actor.gate().clone())
         .unwrap();
     for i in 1..=3u32 {
         assert_eq!(live.call("n", b"").unwrap(), i.to_le_bytes());

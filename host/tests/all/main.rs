@@ -29,6 +29,7 @@ mod registry_lattice;
 mod rust_actors;
 mod snapshot;
 mod up;
+mod wasi;
 mod workflow;
 mod workflow_hosts;
 mod workflow_http;

@@ -1,0 +1,300 @@
+//! WASI steps: WASI command modules run as workflow steps under the file contract of the
+//! Argo Wasm executor plugin, so that modules written for it run here unchanged.
+//!
+//! Each run gets a fresh private directory mounted at `/work` holding `input.json`,
+//! `artifacts-in/` and `artifacts-out/`; the module reads its input, writes
+//! `/work/result.json` and exits. The directory is removed when the run ends. See
+//! `docs/wasi-steps.md` for the contract and where Sigil differs from the plugin.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::engine::HostCallHandler;
+use crate::engine::{Engine, InvocationError, WasiRun, WasiTemplate};
+
+/// The operation under which a step's request and answer are the plugin's own documents
+/// (the input document as JSON in, the result document as JSON out), as the Argo
+/// endpoint sends them. Under any other operation the request is an object of parameter
+/// name to value and the answer the output parameters in the same form.
+pub const PLUGIN_OPERATION: &str = "wasm-plugin";
+
+/// The most of a module's stdout and of its stderr kept (the end of each).
+pub const OUTPUT_CAP: usize = 64 << 10;
+
+/// A named value: a parameter or a plugin option.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Parameter {
+    /// Its name.
+    pub name: String,
+    /// Its value, any JSON (Argo sends strings).
+    pub value: Value,
+}
+
+/// Where an artifact is in the artifact repository.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct S3Artifact {
+    /// The object key.
+    pub key: String,
+}
+
+/// An artifact: its name, its path (under `/work/artifacts-in/` or `/work/artifacts-out/`),
+/// and where it is stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArtifactRef {
+    /// Its name.
+    pub name: String,
+    /// Its path, relative to the artifacts directory (a leading `/` is ignored).
+    pub path: String,
+    /// Its object in the repository, when stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Artifact>,
+}
+
+/// The input document, `/work/input.json`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Invocation {
+    /// The Argo workflow's name (for Sigil's own steps: the step's operation).
+    pub workflow_name: String,
+    /// The template's options: every key of `plugin.wasm` but `module` and `permissions`.
+    #[serde(default)]
+    pub plugin_options: Vec<Parameter>,
+    /// The input parameters.
+    #[serde(default)]
+    pub parameters: Vec<Parameter>,
+    /// The input artifacts.
+    #[serde(default)]
+    pub artifacts: Vec<ArtifactRef>,
+}
+
+/// How a step ended, by its own account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StepPhase {
+    /// It did its work.
+    Succeeded,
+    /// It failed; `message` says why.
+    Failed,
+}
+
+/// The output parameters and artifacts.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Outputs {
+    /// Output parameters.
+    #[serde(default)]
+    pub parameters: Vec<Parameter>,
+    /// Output artifacts, written under `/work/artifacts-out/`.
+    #[serde(default)]
+    pub artifacts: Vec<ArtifactRef>,
+}
+
+/// The result document, `/work/result.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepResult {
+    /// `Succeeded` or `Failed`.
+    pub phase: StepPhase,
+    /// What happened, for people.
+    #[serde(default)]
+    pub message: String,
+    /// What it produced.
+    #[serde(default)]
+    pub outputs: Outputs,
+}
+
+fn io(what: &str, path: &Path, e: std::io::Error) -> InvocationError {
+    InvocationError::Instantiate {
+        message: format!("cannot {what} {}: {e}", path.display()),
+    }
+}
+
+/// The input document of a Sigil step: its request is an object of parameter name to
+/// value (MessagePack, as every step request), or nothing.
+fn invocation_of_request(operation: &str, payload: &[u8]) -> Result<Invocation, InvocationError> {
+    let value: Value = if payload.is_empty() {
+        Value::Null
+    } else {
+        rmp_serde::from_slice(payload).map_err(|e| InvocationError::Protocol {
+            message: format!("a WASI step's input must be MessagePack: {e}"),
+        })?
+    };
+    let parameters = match value {
+        Value::Null => Vec::new(),
+        Value::Object(map) => map
+            .into_iter()
+            .map(|(name, value)| Parameter { name, value })
+            .collect(),
+        other => {
+            return Err(InvocationError::Protocol {
+                message: format!(
+                    "a WASI step's input is an object of parameter name to value, not {other}"
+                ),
+            });
+        }
+    };
+    Ok(Invocation {
+        workflow_name: operation.to_string(),
+        parameters,
+        ..Invocation::default()
+    })
+}
+
+/// Runs one WASI step: writes the input document, runs the module to its end in a fresh
+/// instance, and reads its result. Under [`PLUGIN_OPERATION`] the request and answer are
+/// the plugin's documents as JSON; otherwise the request is an object of parameters and
+/// the answer the output parameters as an object (MessagePack), a `Failed` phase being
+/// the step's error.
+pub async fn run_step(
+    engine: &Engine,
+    template: &WasiTemplate,
+    handler: Arc<dyn HostCallHandler>,
+    program: &str,
+    operation: &str,
+    payload: &[u8],
+) -> Result<Vec<u8>, InvocationError> {
+    let plugin = operation == PLUGIN_OPERATION;
+    let invocation = if plugin {
+        serde_json::from_slice::<Invocation>(payload).map_err(|e| InvocationError::Protocol {
+            message: format!("not the plugin's input document: {e}"),
+        })?
+    } else {
+        invocation_of_request(operation, payload)?
+    };
+    let dir = tempfile::Builder::new()
+        .prefix("sigil-wasi-")
+        .tempdir()
+        .map_err(|e| InvocationError::Instantiate {
+            message: format!("cannot make the step's /work directory: {e}"),
+        })?;
+    let work = dir.path();
+    for sub in ["artifacts-in", "artifacts-out"] {
+        std::fs::create_dir(work.join(sub)).map_err(|e| io("make", &work.join(sub), e))?;
+    }
+    let input = serde_json::to_vec(&invocation).map_err(|e| InvocationError::Protocol {
+        message: e.to_string(),
+    })?;
+    std::fs::write(work.join("input.json"), input)
+        .map_err(|e| io("write", &work.join("input.json"), e))?;
+
+    let run = WasiRun {
+        work_dir: work.to_path_buf(),
+        program: program.to_string(),
+        output_cap: OUTPUT_CAP,
+    };
+    let exit = engine.run_wasi(template, handler, &run).await?;
+    for (stream, captured) in [("stdout", &exit.stdout), ("stderr", &exit.stderr)] {
+        if captured.total > 0 {
+            tracing::info!(target: "sigil::actor", actor = program, stream, "{}", captured.text().trim_end());
+        }
+    }
+    if exit.code != 0 {
+        return Err(InvocationError::Exit {
+            code: exit.code,
+            stderr: exit.stderr.text(),
+        });
+    }
+    let result = read_result(work, engine.config().limits.max_response)?;
+    drop(dir);
+    if plugin {
+        return serde_json::to_vec(&result).map_err(|e| InvocationError::Protocol {
+            message: e.to_string(),
+        });
+    }
+    match result.phase {
+        StepPhase::Failed => Err(InvocationError::Guest {
+            message: if result.message.is_empty() {
+                "the step reported phase Failed".into()
+            } else {
+                result.message
+            },
+        }),
+        StepPhase::Succeeded => {
+            let outputs: serde_json::Map<String, Value> = result
+                .outputs
+                .parameters
+                .into_iter()
+                .map(|p| (p.name, p.value))
+                .collect();
+            rmp_serde::to_vec_named(&outputs).map_err(|e| InvocationError::Protocol {
+                message: e.to_string(),
+            })
+        }
+    }
+}
+
+/// `/work/result.json`, bounded by the response limit.
+fn read_result(work: &Path, limit: usize) -> Result<StepResult, InvocationError> {
+    let path = work.join("result.json");
+    let unusable = |message: String| InvocationError::StepResult { message };
+    let meta = match std::fs::metadata(&path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(unusable(
+                "the module exited with code 0 without writing /work/result.json".into(),
+            ));
+        }
+        Err(e) => return Err(unusable(format!("cannot read /work/result.json: {e}"))),
+    };
+    if !meta.is_file() {
+        return Err(unusable("/work/result.json is not a file".into()));
+    }
+    if meta.len() > limit as u64 {
+        return Err(InvocationError::ResponseTooLarge {
+            size: usize::try_from(meta.len()).unwrap_or(usize::MAX),
+            limit,
+        });
+    }
+    let bytes = std::fs::read(&path).map_err(|e| unusable(format!("cannot read it: {e}")))?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        unusable(format!(
+            "/work/result.json is not a result document ({e}); write {{\"phase\": \
+             \"Succeeded\" or \"Failed\", \"message\": \"...\", \"outputs\": {{\"parameters\": \
+             [{{\"name\": ..., \"value\": ...}}], \"artifacts\": []}}}}"
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sigil_request_becomes_parameters() {
+        let payload = rmp_serde::to_vec_named(&serde_json::json!({"text": "hi", "n": 3})).unwrap();
+        let inv = invocation_of_request("greet", &payload).unwrap();
+        assert_eq!(inv.workflow_name, "greet");
+        assert_eq!(inv.parameters.len(), 2);
+        assert_eq!(
+            serde_json::to_value(&inv).unwrap(),
+            serde_json::json!({"workflow_name": "greet", "plugin_options": [],
+                "parameters": [{"name": "n", "value": 3}, {"name": "text", "value": "hi"}],
+                "artifacts": []})
+        );
+        assert!(
+            invocation_of_request("x", &[])
+                .unwrap()
+                .parameters
+                .is_empty()
+        );
+        let e = invocation_of_request("x", &rmp_serde::to_vec(&[1, 2]).unwrap()).unwrap_err();
+        assert!(
+            e.to_string().contains("object of parameter name to value"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn result_documents_as_the_plugin_writes_them() {
+        let r: StepResult = serde_json::from_str(
+            r#"{"phase":"Succeeded","message":"ok","outputs":{"artifacts":[],
+                "parameters":[{"name":"text","value":"x"}]}}"#,
+        )
+        .unwrap();
+        assert_eq!(r.phase, StepPhase::Succeeded);
+        assert_eq!(r.outputs.parameters[0].name, "text");
+        // Lenient where the plugin's own host is strict: missing arrays are empty.
+        let r: StepResult = serde_json::from_str(r#"{"phase":"Failed","message":"no"}"#).unwrap();
+        assert_eq!(r.phase, StepPhase::Failed);
+        assert!(serde_json::from_str::<StepResult>(r#"{"phase":"Done"}"#).is_err());
+    }
+}

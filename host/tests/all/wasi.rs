@@ -1,0 +1,138 @@
+//! WASI step modules: the Argo Wasm plugin's file contract, the sandbox, and every way a
+//! step can end, with a module built from Rust source for wasm32-wasip1.
+
+use serde_json::{Value, json};
+use sigil_host::{Host, InvocationError};
+
+use crate::common::{host_with, test_limits};
+use crate::guests::guest;
+
+fn step_host() -> Host {
+    host_with(test_limits())
+}
+
+fn run(host: &Host, input: Value) -> Result<Value, InvocationError> {
+    let actor = host.load_actor(guest("wasi-step")).unwrap();
+    assert!(actor.is_wasi());
+    let payload = rmp_serde::to_vec_named(&input).unwrap();
+    host.invoke(&actor, "greet-flow", &payload)
+        .map(|out| rmp_serde::from_slice(&out).unwrap())
+}
+
+#[test]
+fn a_wasi_step_reads_its_parameters_and_answers_its_outputs() {
+    let host = step_host();
+    let out = run(&host, json!({"name": "Sigil"})).unwrap();
+    assert_eq!(
+        out,
+        json!({"greeting": "Hello, Sigil!", "workflow": "greet-flow"})
+    );
+    // A fresh instance and a fresh /work each time.
+    let out = run(&host, json!({"name": "again"})).unwrap();
+    assert_eq!(out["greeting"], "Hello, again!");
+}
+
+#[test]
+fn the_plugin_documents_pass_through_unchanged_under_the_plugin_operation() {
+    let host = step_host();
+    let actor = host.load_actor(guest("wasi-step")).unwrap();
+    let invocation = json!({
+        "workflow_name": "hello-n7nbj",
+        "plugin_options": [{"name": "colour", "value": "blue"}],
+        "parameters": [{"name": "name", "value": "Argo"}],
+        "artifacts": [],
+    });
+    let out = host
+        .invoke(
+            &actor,
+            sigil_host::wasi::PLUGIN_OPERATION,
+            &serde_json::to_vec(&invocation).unwrap(),
+        )
+        .unwrap();
+    let result: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(result["phase"], "Succeeded");
+    assert_eq!(result["message"], "greeted Argo (1 options)");
+    assert_eq!(
+        result["outputs"]["parameters"],
+        json!([{"name": "greeting", "value": "Hello, Argo!"},
+               {"name": "workflow", "value": "hello-n7nbj"}])
+    );
+}
+
+#[test]
+fn every_way_a_step_ends_is_reported() {
+    let host = step_host();
+    let err = |mode: &str| run(&host, json!({"mode": mode})).unwrap_err().to_string();
+
+    assert_eq!(
+        err("fail"),
+        "actor returned an error: the step failed on purpose"
+    );
+    assert_eq!(
+        err("exit"),
+        "the module exited with code 3; its stderr ends: something went wrong"
+    );
+    let trap = err("trap");
+    assert!(trap.starts_with("actor trapped"), "{trap}");
+    assert_eq!(
+        err("loop"),
+        "deadline exceeded: the actor ran longer than its 500ms limit"
+    );
+    let bomb = err("bomb");
+    assert!(
+        bomb.contains("memory") && bomb.contains("8388608"),
+        "{bomb}"
+    );
+    assert_eq!(
+        err("silent"),
+        "the step's result is unusable: the module exited with code 0 without writing \
+         /work/result.json"
+    );
+    // Output past the cap is dropped, not fatal.
+    assert_eq!(run(&host, json!({"mode": "chatty"})).unwrap(), json!({}));
+}
+
+#[test]
+fn a_step_reaches_only_its_own_work_directory() {
+    let host = step_host();
+    let seen = |mode: &str| {
+        run(&host, json!({"mode": mode})).unwrap()["seen"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let escape = seen("escape");
+    assert!(
+        !escape.contains("read"),
+        "a file outside /work was readable: {escape}"
+    );
+    assert!(escape.starts_with("outside: "), "{escape}");
+    assert_eq!(seen("env"), "vars: 0; args: [\"wasi-step\"]");
+    let socket = seen("socket");
+    assert!(!socket.contains("connected"), "{socket}");
+}
+
+#[test]
+fn an_unsigned_or_foreign_import_wasi_module_is_refused() {
+    let host = step_host();
+    let unsigned = sigil_claims::strip_jwt_sections(&guest("wasi-step")).unwrap();
+    let e = host.load_actor(unsigned).unwrap_err().to_string();
+    assert!(e.contains("not signed"), "{e}");
+
+    // A command module importing something beyond WASI preview 1.
+    let wasm = wat::parse_str(
+        r#"(module
+             (import "wasi_snapshot_preview1" "proc_exit" (func (param i32)))
+             (import "env" "launch" (func))
+             (memory (export "memory") 1)
+             (func (export "_start")))"#,
+    )
+    .unwrap();
+    let signed = crate::common::sign(&wasm, "odd", &[]);
+    let e = host.load_actor(signed.bytes).unwrap_err().to_string();
+    assert_eq!(
+        e,
+        "module imports `env.launch`, which Sigil does not provide to WASI modules: a WASI \
+         step may import only `wasi_snapshot_preview1` functions (build for wasm32-wasip1)"
+    );
+}
