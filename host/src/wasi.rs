@@ -16,9 +16,9 @@ use crate::engine::HostCallHandler;
 use crate::engine::{Engine, InvocationError, WasiRun, WasiTemplate};
 
 /// The operation under which a step's request and answer are the plugin's own documents
-/// (the input document as JSON in, the result document as JSON out), as the Argo
-/// endpoint sends them. Under any other operation the request is an object of parameter
-/// name to value and the answer the output parameters in the same form.
+/// (the input document in, the result document out; MessagePack like every step request),
+/// as the Argo endpoint sends them. Under any other operation the request is an object of
+/// parameter name to value and the answer the output parameters in the same form.
 pub const PLUGIN_OPERATION: &str = "wasm-plugin";
 
 /// The most of a module's stdout and of its stderr kept (the end of each).
@@ -141,7 +141,7 @@ fn invocation_of_request(operation: &str, payload: &[u8]) -> Result<Invocation, 
 
 /// Runs one WASI step: writes the input document, runs the module to its end in a fresh
 /// instance, and reads its result. Under [`PLUGIN_OPERATION`] the request and answer are
-/// the plugin's documents as JSON; otherwise the request is an object of parameters and
+/// the plugin's documents; otherwise the request is an object of parameters and
 /// the answer the output parameters as an object (MessagePack), a `Failed` phase being
 /// the step's error.
 pub async fn run_step(
@@ -154,7 +154,7 @@ pub async fn run_step(
 ) -> Result<Vec<u8>, InvocationError> {
     let plugin = operation == PLUGIN_OPERATION;
     let invocation = if plugin {
-        serde_json::from_slice::<Invocation>(payload).map_err(|e| InvocationError::Protocol {
+        rmp_serde::from_slice::<Invocation>(payload).map_err(|e| InvocationError::Protocol {
             message: format!("not the plugin's input document: {e}"),
         })?
     } else {
@@ -196,7 +196,7 @@ pub async fn run_step(
     let result = read_result(work, engine.config().limits.max_response)?;
     drop(dir);
     if plugin {
-        return serde_json::to_vec(&result).map_err(|e| InvocationError::Protocol {
+        return rmp_serde::to_vec_named(&result).map_err(|e| InvocationError::Protocol {
             message: e.to_string(),
         });
     }

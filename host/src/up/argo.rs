@@ -26,6 +26,7 @@ use subtle::ConstantTimeEq;
 
 use super::runtime::Runtime;
 
+use crate::oci::ModuleRef;
 use crate::workflow::routes::resolve_remote_routes;
 use crate::workflow::scheduler::{Scheduler, WorkflowError};
 use crate::workflow::spec::{InputSpec, StepSpec, Workflow, WorkflowSpec};
@@ -56,6 +57,26 @@ struct SigilPlugin {
     /// The step's timeout.
     #[serde(default)]
     timeout: Option<String>,
+}
+
+/// The `plugin.wasm` section of a template, in the Argo Wasm executor plugin's own shape,
+/// so that its users' workflows run here unchanged.
+#[derive(Debug, Deserialize)]
+struct WasmPlugin {
+    /// `{oci: REFERENCE}`: the module, by registry reference (the scheme is optional).
+    module: WasmModule,
+    /// `{http: {allowed_hosts: [...]}}`: what the module may reach over HTTP.
+    #[serde(default)]
+    permissions: Option<Value>,
+    /// Every other key: the plugin options handed to the module.
+    #[serde(flatten)]
+    options: serde_json::Map<String, Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WasmModule {
+    oci: String,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -188,6 +209,9 @@ impl Plugin {
     }
 
     async fn execute(&self, request: ExecuteRequest) -> HttpResponse {
+        if let Some(section) = request.template.plugin.get("wasm") {
+            return self.execute_wasm(&request, section).await;
+        }
         let Some(section) = request.template.plugin.get("sigil") else {
             return reply(200, &json!({}));
         };
@@ -220,27 +244,10 @@ impl Plugin {
             Ok(w) => w,
             Err(e) => return failed(e),
         };
-        let routes = match resolve_remote_routes(&workflow, self.runtime.as_deref()).await {
-            Ok(r) => r,
-            Err(e) => return failed(e.0),
+        let state = match self.run(&id, &request, &workflow, inputs).await {
+            Ok(state) => state,
+            Err(answer) => return answer,
         };
-        if let Err(e) = self
-            .scheduler
-            .submit_as(&id, &workflow, inputs, &routes)
-            .await
-        {
-            return failed(e.to_string());
-        }
-        tracing::debug!(run = %id, argo_workflow = %request.workflow.metadata.name, template = %template.name, "argo node");
-        let state =
-            match tokio::time::timeout(ANSWER_WITHIN, self.scheduler.wait(&id, |_| {})).await {
-                Ok(Ok(state)) => state,
-                Ok(Err(e)) => return failed(e.to_string()),
-                Err(_) => match self.scheduler.status(&id).await {
-                    Ok(state) => state,
-                    Err(e) => return failed(e.to_string()),
-                },
-            };
         let artifacts = match self
             .stage_out(&id, &request.workflow.metadata.name, &outputs, &state)
             .await
@@ -249,6 +256,135 @@ impl Plugin {
             Err(e) => return failed(format!("sigil run {id}: {e}")),
         };
         reply(200, &node(&state, artifacts))
+    }
+
+    /// Submits the run `id` (once: a node asked about again finds its run) and waits for
+    /// it to end, or answers what it is doing after [`ANSWER_WITHIN`].
+    async fn run(
+        &self,
+        id: &str,
+        request: &ExecuteRequest,
+        workflow: &Workflow,
+        inputs: BTreeMap<String, Value>,
+    ) -> Result<RunState, HttpResponse> {
+        let routes = resolve_remote_routes(workflow, self.runtime.as_deref())
+            .await
+            .map_err(|e| failed(e.0))?;
+        self.scheduler
+            .submit_as(id, workflow, inputs, &routes)
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        tracing::debug!(run = %id, argo_workflow = %request.workflow.metadata.name, template = %request.template.name, "argo node");
+        match tokio::time::timeout(ANSWER_WITHIN, self.scheduler.wait(id, |_| {})).await {
+            Ok(Ok(state)) => Ok(state),
+            Ok(Err(e)) => Err(failed(e.to_string())),
+            Err(_) => self
+                .scheduler
+                .status(id)
+                .await
+                .map_err(|e| failed(e.to_string())),
+        }
+    }
+
+    /// A `plugin.wasm` template: one step of the WASI module it names, given the plugin's
+    /// input document and answering with the plugin's result, as the Argo Wasm executor
+    /// plugin would.
+    async fn execute_wasm(&self, request: &ExecuteRequest, section: &Value) -> HttpResponse {
+        let plugin: WasmPlugin = match serde_json::from_value(section.clone()) {
+            Ok(p) => p,
+            Err(e) => {
+                return failed(format!(
+                    "the wasm plugin section is invalid: {e}; it needs module: {{oci: REFERENCE}}"
+                ));
+            }
+        };
+        let template = &request.template;
+        let reference = if ModuleRef::is_reference(&plugin.module.oci) {
+            plugin.module.oci.clone()
+        } else {
+            format!("{}{}", crate::oci::SCHEME, plugin.module.oci)
+        };
+        if let Some(p) = &plugin.permissions {
+            let hosts = p
+                .pointer("/http/allowed_hosts")
+                .cloned()
+                .unwrap_or(Value::Null);
+            if !hosts.is_null() {
+                tracing::debug!(%reference, allowed_hosts = %hosts, "permissions of the wasm template");
+            }
+        }
+        let invocation = crate::wasi::Invocation {
+            workflow_name: request.workflow.metadata.name.clone(),
+            plugin_options: plugin
+                .options
+                .iter()
+                .map(|(name, value)| crate::wasi::Parameter {
+                    name: name.clone(),
+                    value: value.clone(),
+                })
+                .collect(),
+            parameters: template
+                .inputs
+                .parameters
+                .iter()
+                .map(|p| crate::wasi::Parameter {
+                    name: p.name.clone(),
+                    value: p.value.clone().unwrap_or(Value::Null),
+                })
+                .collect(),
+            artifacts: template
+                .inputs
+                .artifacts
+                .iter()
+                .filter_map(|a| serde_json::from_value(a.clone()).ok())
+                .collect(),
+        };
+        let input = match serde_json::to_value(&invocation) {
+            Ok(v) => v,
+            Err(e) => return failed(e.to_string()),
+        };
+        let key = format!(
+            "{}/{}/wasm/{reference}/{input}",
+            request.workflow.metadata.uid, template.name
+        );
+        let id = format!("argo-{}", &blake3::hash(key.as_bytes()).to_hex()[..32]);
+        let spec = WorkflowSpec {
+            version: crate::workflow::spec::VERSION,
+            name: tidy(&template.name),
+            description: None,
+            inputs: BTreeMap::new(),
+            steps: vec![StepSpec {
+                name: "wasm".into(),
+                actor: reference,
+                operation: crate::wasi::PLUGIN_OPERATION.into(),
+                input: Some(input),
+                depends: Vec::new(),
+                retry: None,
+                timeout: None,
+                on_failure: Default::default(),
+            }],
+            outputs: Some(Value::String("${{ steps.wasm.output }}".into())),
+        };
+        let workflow = match Workflow::check(spec) {
+            Ok(w) => w,
+            Err(e) => return failed(e.0),
+        };
+        let state = match self.run(&id, request, &workflow, BTreeMap::new()).await {
+            Ok(state) => state,
+            Err(answer) => return answer,
+        };
+        if state.status != RunStatus::Succeeded {
+            return reply(200, &node(&state, Vec::new()));
+        }
+        match state
+            .outputs
+            .clone()
+            .map(serde_json::from_value::<crate::wasi::StepResult>)
+        {
+            Some(Ok(result)) => reply(200, &wasm_node(&result)),
+            Some(Err(e)) => failed(format!("sigil run {id}: not a result document: {e}")),
+            None => failed(format!("sigil run {id}: the step answered nothing")),
+        }
     }
 
     /// With an artifact store: creates the run's staging container, copies each input
@@ -482,6 +618,24 @@ fn node(state: &RunState, artifacts: Vec<Value>) -> Value {
             }
         }),
     }
+}
+
+/// The node a WASI module's result document makes, as the Argo Wasm plugin answers it:
+/// outputs only when there are any, then both lists.
+fn wasm_node(result: &crate::wasi::StepResult) -> Value {
+    let phase = match result.phase {
+        crate::wasi::StepPhase::Succeeded => "Succeeded",
+        crate::wasi::StepPhase::Failed => "Failed",
+    };
+    let mut node = json!({ "phase": phase, "message": result.message });
+    let outputs = &result.outputs;
+    if !outputs.parameters.is_empty() || !outputs.artifacts.is_empty() {
+        node["outputs"] = json!({
+            "parameters": outputs.parameters,
+            "artifacts": outputs.artifacts,
+        });
+    }
+    json!({ "node": node })
 }
 
 /// Argo parameters are strings: text as it is, anything else as JSON.

@@ -35,6 +35,14 @@ pub enum RuntimeError {
     Invocation(#[from] InvocationError),
 }
 
+/// Told of every actor a running host starts after it began (over the control interface,
+/// for a spec from the network...), so that the actor also takes its workflow steps.
+#[async_trait]
+pub trait ActorStarted: Send + Sync {
+    /// `actor` was just loaded.
+    async fn started(&self, actor: &Arc<Actor>);
+}
+
 /// An actor could not be started or updated from a file or a registry.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -122,6 +130,8 @@ pub struct Runtime {
     started: Instant,
     /// Where modules come from when named by reference.
     modules: OnceLock<Arc<Registry>>,
+    /// Told of each actor loaded.
+    on_start: OnceLock<Arc<dyn ActorStarted>>,
     /// Where each running actor's module came from (a file, or `oci://...@sha256:...`), by
     /// public key.
     origins: RwLock<HashMap<String, String>>,
@@ -200,6 +210,7 @@ impl Runtime {
             draining: AtomicBool::new(false),
             started: Instant::now(),
             modules: OnceLock::new(),
+            on_start: OnceLock::new(),
             origins: RwLock::new(HashMap::new()),
         });
         let _ = gateway.runtime.set(Arc::downgrade(&runtime));
@@ -216,6 +227,11 @@ impl Runtime {
         trusted: &[String],
     ) -> Result<(), String> {
         self.router.join(lattice, trusted).await
+    }
+
+    /// Sets who is told of each actor loaded from now on (once; later calls are ignored).
+    pub fn on_actor_started(&self, hook: Arc<dyn ActorStarted>) {
+        let _ = self.on_start.set(hook);
     }
 
     /// Sets where modules named by `oci://` reference are pulled from (once; later calls
@@ -439,6 +455,9 @@ impl Runtime {
         let actor = self.on_blocking_pool(|h| h.load_actor(bytes)).await?;
         if let Err(e) = self.router.serve_actor(&actor).await {
             tracing::warn!(actor = actor.name(), error = %e, "the actor takes no calls from the lattice");
+        }
+        if let Some(hook) = self.on_start.get() {
+            hook.started(&actor).await;
         }
         self.update_counts();
         Ok(actor)

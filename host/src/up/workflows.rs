@@ -121,14 +121,19 @@ impl WorkflowService {
     }
 }
 
+/// The step routes of an actor: by key, and by name when its name can be one.
+fn actor_routes(actor: &crate::Actor) -> Vec<String> {
+    let mut routes = vec![route(&ActorRoute::Key(actor.subject().to_string()))];
+    if is_token(actor.name()) {
+        routes.push(route(&ActorRoute::Name(actor.name().to_string())));
+    }
+    routes
+}
+
 /// Consumes the steps of every loaded actor, by key and by name.
 pub async fn serve_actors(scheduler: &Arc<Scheduler>, runtime: &Runtime) -> Result<(), String> {
     for actor in runtime.host().actors() {
-        let mut routes = vec![route(&ActorRoute::Key(actor.subject().to_string()))];
-        if is_token(actor.name()) {
-            routes.push(route(&ActorRoute::Name(actor.name().to_string())));
-        }
-        for r in routes {
+        for r in actor_routes(&actor) {
             scheduler
                 .serve(&r)
                 .await
@@ -136,6 +141,34 @@ pub async fn serve_actors(scheduler: &Arc<Scheduler>, runtime: &Runtime) -> Resu
         }
     }
     Ok(())
+}
+
+/// Consumes the steps of actors started while the host runs, once per route.
+struct ServeStarted {
+    scheduler: std::sync::Weak<Scheduler>,
+    served: tokio::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+#[async_trait]
+impl super::runtime::ActorStarted for ServeStarted {
+    async fn started(&self, actor: &Arc<crate::Actor>) {
+        let Some(scheduler) = self.scheduler.upgrade() else {
+            return;
+        };
+        let mut served = self.served.lock().await;
+        for r in actor_routes(actor) {
+            if served.contains(&r) {
+                continue;
+            }
+            match scheduler.serve(&r).await {
+                Ok(()) => {
+                    served.insert(r);
+                }
+                Err(e) => tracing::warn!(actor = actor.name(), route = %r, error = %e,
+                    "workflows: cannot consume the steps of a started actor"),
+            }
+        }
+    }
 }
 
 /// Starts the workflow service of a host.
@@ -161,6 +194,17 @@ pub async fn start(
     serve_actors(&scheduler, runtime)
         .await
         .map_err(|e| config.error_for("workflows.nats", e))?;
+    runtime.on_actor_started(Arc::new(ServeStarted {
+        scheduler: Arc::downgrade(&scheduler),
+        served: tokio::sync::Mutex::new(
+            runtime
+                .host()
+                .actors()
+                .iter()
+                .flat_map(|a| actor_routes(a))
+                .collect(),
+        ),
+    }));
     scheduler.watch_unserved();
 
     let mut triggers = Vec::new();

@@ -46,10 +46,10 @@ fn the_plugin_documents_pass_through_unchanged_under_the_plugin_operation() {
         .invoke(
             &actor,
             sigil_host::wasi::PLUGIN_OPERATION,
-            &serde_json::to_vec(&invocation).unwrap(),
+            &rmp_serde::to_vec_named(&invocation).unwrap(),
         )
         .unwrap();
-    let result: Value = serde_json::from_slice(&out).unwrap();
+    let result: Value = rmp_serde::from_slice(&out).unwrap();
     assert_eq!(result["phase"], "Succeeded");
     assert_eq!(result["message"], "greeted Argo (1 options)");
     assert_eq!(
@@ -134,5 +134,105 @@ fn an_unsigned_or_foreign_import_wasi_module_is_refused() {
         e,
         "module imports `env.launch`, which Sigil does not provide to WASI modules: a WASI \
          step may import only `wasi_snapshot_preview1` functions (build for wasm32-wasip1)"
+    );
+}
+
+#[test]
+fn an_unchanged_plugin_wasm_template_runs_a_module_from_a_registry() {
+    use crate::providers::{spare_port, wait_for_port};
+    use crate::registry::RegistryServer;
+    use crate::workflow_http::{TOKEN, argo_request, execute_on, sigil_up};
+
+    let registry = RegistryServer::plain();
+    let dir = tempfile::tempdir().unwrap();
+    let module = dir.path().join("greet.wasm");
+    std::fs::write(&module, guest("wasi-step")).unwrap();
+    let reference = format!("{}/argo/greet:1", registry.host);
+    let pushed = std::process::Command::new(env!("CARGO_BIN_EXE_sigil"))
+        .args(["push"])
+        .arg(&module)
+        .args([
+            &format!("oci://{reference}"),
+            "--insecure-registry",
+            &registry.host,
+        ])
+        .env_remove("SIGIL_REGISTRY_INSECURE")
+        .output()
+        .unwrap();
+    assert!(pushed.status.success(), "{pushed:?}");
+
+    let argo = spare_port();
+    let config = dir.path().join("host.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[host]\nadmin_address = \"off\"\n\n[argo]\naddress = \"127.0.0.1:{argo}\"\n\
+             token = \"{TOKEN}\"\n\n[[registries]]\nhost = \"{}\"\ninsecure = true\n",
+            registry.host
+        ),
+    )
+    .unwrap();
+    let _host = sigil_up(dir.path(), &config);
+    wait_for_port(argo);
+    let at = ([127, 0, 0, 1], argo).into();
+
+    // The template exactly as the Argo Wasm plugin's users write it.
+    let template = |name: &str, oci: &str| {
+        json!({
+            "name": "greet",
+            "inputs": { "parameters": [
+                { "name": "name", "value": name },
+                { "name": "mode", "value": if name == "fail" { "fail" } else { "greet" } },
+            ] },
+            "outputs": {},
+            "metadata": {},
+            "plugin": { "wasm": {
+                "module": { "oci": oci },
+                "permissions": { "http": { "allowed_hosts": ["https://example.com"] } },
+                "colour": "blue",
+            } },
+        })
+    };
+    let (status, answer) = execute_on(
+        at,
+        Some(TOKEN),
+        &argo_request("uid-wasm-1", template("Argo", &reference)),
+    );
+    assert_eq!(status, 200);
+    assert_eq!(
+        answer,
+        json!({ "node": {
+            "phase": "Succeeded",
+            "message": "greeted Argo (1 options)",
+            "outputs": {
+                "parameters": [
+                    { "name": "greeting", "value": "Hello, Argo!" },
+                    { "name": "workflow", "value": "hello-abc12" },
+                ],
+                "artifacts": [],
+            },
+        } })
+    );
+    // The module's own Failed phase is the node's.
+    let (_, answer) = execute_on(
+        at,
+        Some(TOKEN),
+        &argo_request("uid-wasm-2", template("fail", &reference)),
+    );
+    assert_eq!(
+        answer,
+        json!({ "node": { "phase": "Failed", "message": "the step failed on purpose" } })
+    );
+    // A registry the host does not list is refused.
+    let (_, answer) = execute_on(
+        at,
+        Some(TOKEN),
+        &argo_request("uid-wasm-3", template("x", "registry.invalid:5000/x:1")),
+    );
+    assert_eq!(answer["node"]["phase"], "Failed");
+    let message = answer["node"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("registry registry.invalid:5000 is not one this host lists"),
+        "{message}"
     );
 }

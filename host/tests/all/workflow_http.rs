@@ -11,7 +11,7 @@ use crate::common::*;
 use crate::guests::guest;
 use crate::providers::{Server, http_request, spare_port, wait_for_port};
 
-const TOKEN: &str = "argo-test-token";
+pub(crate) const TOKEN: &str = "argo-test-token";
 
 struct Host {
     _server: Server,
@@ -77,7 +77,7 @@ pub(crate) fn sigil_up(dir: &std::path::Path, config: &std::path::Path) -> Serve
 }
 
 /// An executor plugin request as Argo sends it.
-fn argo_request(uid: &str, template: Value) -> String {
+pub(crate) fn argo_request(uid: &str, template: Value) -> String {
     json!({
         "workflow": { "metadata": { "name": "hello-abc12", "namespace": "argo", "uid": uid } },
         "template": template,
@@ -89,7 +89,7 @@ fn execute(host: &Host, token: Option<&str>, body: &str) -> (u16, Value) {
     execute_on(host.argo, token, body)
 }
 
-fn execute_on(argo: SocketAddr, token: Option<&str>, body: &str) -> (u16, Value) {
+pub(crate) fn execute_on(argo: SocketAddr, token: Option<&str>, body: &str) -> (u16, Value) {
     let auth = token.map(|t| format!("Bearer {t}"));
     let headers: Vec<(&str, &str)> = auth
         .as_deref()
