@@ -161,6 +161,30 @@ fn benches(c: &mut Criterion) {
         pulled.from_cache
     };
 
+    // Where the bytes come from, and their checks: resolve, pull, digests, claims.
+    let mut g = c.benchmark_group("pull");
+    g.sample_size(30).measurement_time(Duration::from_secs(6));
+    for (name, tag, pinned) in &modules {
+        g.bench_function(format!("registry/{name}"), |b| {
+            b.iter(|| {
+                let cold = registry(&local.host, None);
+                let pulled = rt.block_on(cold.pull(tag)).unwrap();
+                sigil_claims::verify(&pulled.module, &sigil_claims::Policy::new()).unwrap();
+            })
+        });
+        let cache = tempfile::tempdir().unwrap();
+        let warm = registry(&local.host, Some(cache.path()));
+        rt.block_on(warm.pull(pinned)).unwrap();
+        g.bench_function(format!("cache/{name}"), |b| {
+            b.iter(|| {
+                let pulled = rt.block_on(warm.pull(pinned)).unwrap();
+                assert!(pulled.from_cache);
+                sigil_claims::verify(&pulled.module, &sigil_claims::Policy::new()).unwrap();
+            })
+        });
+    }
+    g.finish();
+
     let mut g = c.benchmark_group("start");
     g.sample_size(20).measurement_time(Duration::from_secs(8));
     for (name, tag, pinned) in &modules {

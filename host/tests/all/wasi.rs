@@ -236,3 +236,51 @@ fn an_unchanged_plugin_wasm_template_runs_a_module_from_a_registry() {
         "{message}"
     );
 }
+
+#[test]
+fn a_sigil_workflow_feeds_a_wasi_steps_outputs_to_an_actor() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("greet.wasm"), guest("wasi-step")).unwrap();
+    std::fs::write(dir.path().join("echo.wasm"), guest("echo")).unwrap();
+    std::fs::write(
+        dir.path().join("host.toml"),
+        "[host]\nadmin_address = \"off\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("flow.yaml"),
+        r#"
+version: 1
+name: wasi-flow
+inputs: { who: {} }
+steps:
+  - name: greet
+    actor: greet.wasm
+    operation: greet-flow
+    input: { name: "${{ inputs.who }}" }
+  - name: echo
+    actor: echo.wasm
+    operation: echo
+    depends: [greet]
+    input: "${{ steps.greet.output.greeting }}"
+outputs:
+  greeting: "${{ steps.echo.output }}"
+  workflow: "${{ steps.greet.output.workflow }}"
+"#,
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sigil"))
+        .current_dir(dir.path())
+        .args(["workflow", "run", "flow.yaml", "--config", "host.toml"])
+        .args(["--input", "who=Sigil", "--json"])
+        .env("SIGIL_CACHE_DIR", dir.path().join("cache"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let state: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        state["outputs"],
+        json!({"greeting": "Hello, Sigil!", "workflow": "greet-flow"}),
+        "{state}"
+    );
+}
