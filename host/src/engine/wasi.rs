@@ -242,6 +242,17 @@ impl Engine {
         let (compiled, from_cache) = match cached {
             Some((m, _)) => (m, true),
             None => {
+                // The memory a module asks for up front, against the limit, before the
+                // pooling allocator refuses it with a message of its own.
+                let limit = inner.config.limits.max_memory;
+                if let Some(initial) = super::snapshot::Facts::scan(module.bytes()).initial_memory
+                    && initial > limit as u64
+                {
+                    return Err(LoadError::MemoryTooLarge {
+                        requested: initial,
+                        limit,
+                    });
+                }
                 let m = Module::new(&inner.wasmtime, module.bytes()).map_err(|e| {
                     LoadError::Compile {
                         message: format!("{e:#}"),

@@ -30,7 +30,7 @@ fn repo() -> PathBuf {
 /// The Python that runs the plugin: the tests' own environment (`target/py`), which
 /// `.ci/python-tools` makes from `REQUIREMENTS` on first use. Fails, never skips, when it
 /// cannot be made.
-fn python() -> &'static Path {
+pub(crate) fn python() -> &'static Path {
     static PYTHON: OnceLock<PathBuf> = OnceLock::new();
     PYTHON.get_or_init(|| {
         let script = repo().join(".ci/python-tools");

@@ -135,6 +135,23 @@ fn an_unsigned_or_foreign_import_wasi_module_is_refused() {
         "module imports `env.launch`, which Sigil does not provide to WASI modules: a WASI \
          step may import only `wasi_snapshot_preview1` functions (build for wasm32-wasip1)"
     );
+
+    // One that asks for more memory up front than the limit (a 16 MiB stack, say).
+    let wasm = wat::parse_str(
+        r#"(module
+             (import "wasi_snapshot_preview1" "proc_exit" (func (param i32)))
+             (memory (export "memory") 258)
+             (func (export "_start")))"#,
+    )
+    .unwrap();
+    let e = host
+        .load_actor(crate::common::sign(&wasm, "big", &[]).bytes)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("16908288") && e.contains("raise limits.max_memory"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -282,5 +299,38 @@ outputs:
         state["outputs"],
         json!({"greeting": "Hello, Sigil!", "workflow": "greet-flow"}),
         "{state}"
+    );
+}
+
+#[test]
+fn a_c_step_built_with_zig_runs_under_the_same_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = dir.path().join("c-step.wasm");
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/wasi/c-step.c");
+    let built = std::process::Command::new(crate::plugin_python::python())
+        .args(["-m", "ziglang", "cc", "-target", "wasm32-wasi", "-O2", "-s"])
+        // A 64 KiB stack, as for actors, instead of the toolchain's 16 MiB.
+        .args(["-Wl,-z,stack-size=65536", "-o"])
+        .arg(&wasm)
+        .arg(&source)
+        .output()
+        .unwrap();
+    assert!(built.status.success(), "zig cc: {built:?}");
+    let signed = crate::common::sign(&std::fs::read(&wasm).unwrap(), "c-step", &[]);
+    let host = step_host();
+    let actor = host.load_actor(signed.bytes).unwrap();
+    assert!(actor.is_wasi());
+    let call = |input: Value| {
+        host.invoke(&actor, "c-flow", &rmp_serde::to_vec_named(&input).unwrap())
+            .map(|out| rmp_serde::from_slice::<Value>(&out).unwrap())
+    };
+    let out = call(json!({"who": "C"})).unwrap();
+    assert!(out["input_bytes"].as_u64().unwrap() > 20, "{out}");
+    assert_eq!(out["program"], "c-step");
+    assert_eq!(out["home"], "unset");
+    assert_eq!(out["outside"], "refused");
+    assert_eq!(
+        call(json!({"mode": "fail"})).unwrap_err().to_string(),
+        "the module exited with code 2; its stderr ends: asked to fail"
     );
 }
