@@ -238,6 +238,10 @@ pub struct RegistryOptions {
     pub connect_timeout: Duration,
     /// How long to wait between reads from a registry.
     pub read_timeout: Duration,
+    /// How long a tag's resolution (and its module) is reused without asking the registry
+    /// again, for the many requests that name one tag (Argo templates); zero asks every
+    /// time. A command that starts a module on many hosts pins the digest instead.
+    pub tag_ttl: Duration,
 }
 
 impl Default for RegistryOptions {
@@ -251,6 +255,7 @@ impl Default for RegistryOptions {
             docker_config: None,
             connect_timeout: Duration::from_secs(10),
             read_timeout: Duration::from_secs(60),
+            tag_ttl: Duration::from_secs(30),
         }
     }
 }
@@ -347,6 +352,8 @@ pub struct Registry {
     cache: Option<BlobCache>,
     clients: Mutex<HashMap<String, Arc<oci_client::Client>>>,
     inflight: Mutex<HashMap<ModuleRef, PullFuture>>,
+    /// Recent pulls by tag, reused for `tag_ttl`.
+    recent: Mutex<HashMap<ModuleRef, (std::time::Instant, Pulled)>>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -387,6 +394,7 @@ impl Registry {
             cache,
             clients: Mutex::new(HashMap::new()),
             inflight: Mutex::new(HashMap::new()),
+            recent: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -468,6 +476,36 @@ impl Registry {
     /// are not checked here: load it as any module, and its claims decide.
     pub async fn pull(self: &Arc<Self>, reference: &ModuleRef) -> Result<Pulled, RegistryError> {
         self.check_pinning(reference)?;
+        let ttl = self.options.tag_ttl;
+        let by_tag = reference.digest().is_none() && !ttl.is_zero();
+        if by_tag
+            && let Some((at, p)) = self
+                .recent
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .get(reference)
+            && at.elapsed() < ttl
+        {
+            let mut p = p.clone();
+            p.from_cache = true;
+            return Ok(p);
+        }
+        let pulled = self.pull_shared(reference).await?;
+        if by_tag {
+            let mut recent = self
+                .recent
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            recent.retain(|_, (at, _)| at.elapsed() < ttl);
+            if recent.len() < 256 {
+                recent.insert(reference.clone(), (std::time::Instant::now(), pulled.clone()));
+            }
+        }
+        Ok(pulled)
+    }
+
+    /// One transfer for concurrent pulls of a reference.
+    async fn pull_shared(self: &Arc<Self>, reference: &ModuleRef) -> Result<Pulled, RegistryError> {
         let shared = {
             let mut inflight = self
                 .inflight

@@ -289,6 +289,14 @@ impl Runtime {
         write(&self.origins).insert(subject.to_string(), origin);
     }
 
+    /// The running actor whose module came from `origin` (a file, or a pinned reference).
+    pub fn actor_with_origin(&self, origin: &str) -> Option<String> {
+        read(&self.origins)
+            .iter()
+            .find(|(_, o)| o.as_str() == origin)
+            .map(|(subject, _)| subject.clone())
+    }
+
     /// Forgets where an actor's module came from (it was replaced by bytes sent to the
     /// host).
     pub fn clear_origin(&self, subject: &str) {

@@ -144,6 +144,12 @@ pub async fn resolve_remote_routes(
                     )));
                 }
                 let pulled = registry.pull(&r).await.map_err(|e| at(e.to_string()))?;
+                // The module of this digest runs here already: route to it.
+                let origin = pulled.pinned.to_string();
+                if let Some(subject) = runtime.actor_with_origin(&origin) {
+                    routes.insert(step.name.clone(), route(&ActorRoute::Key(subject)));
+                    continue;
+                }
                 let claims = sigil_claims::verify(&pulled.module, runtime.host().policy())
                     .map_err(|e| at(format!("actor {} refused: {e}", pulled.pinned)))?;
                 if runtime.host().actor(claims.subject()).is_none() {
