@@ -10,73 +10,12 @@
 #[path = "common/mod.rs"]
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use sigil_host::oci::{ModuleRef, Registry, RegistryOptions};
 use sigil_host::{EngineConfig, Host};
-
-/// A plain-HTTP registry of its own, removed when dropped.
-struct LocalRegistry {
-    child: Child,
-    host: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for LocalRegistry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_registry() -> LocalRegistry {
-    let tool = Command::new(common::repo().join(".ci").join("docker-registry"))
-        .output()
-        .expect("run .ci/docker-registry");
-    assert!(
-        tool.status.success(),
-        "{}",
-        String::from_utf8_lossy(&tool.stderr)
-    );
-    let binary = String::from_utf8(tool.stdout).unwrap().trim().to_string();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("config.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n\
-             http:\n  addr: 127.0.0.1:{port}\n",
-            dir.path().join("data").display()
-        ),
-    )
-    .unwrap();
-    let child = Command::new(binary)
-        .arg("serve")
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the registry");
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    LocalRegistry {
-        child,
-        host: format!("127.0.0.1:{port}"),
-        _dir: dir,
-    }
-}
 
 /// `module` without its claims, with a custom section of `size` incompressible bytes
 /// added, signed again: a module of about that size that compiles like the original.
@@ -132,7 +71,7 @@ fn benches(c: &mut Criterion) {
     let keys = tempfile::tempdir().unwrap();
     let echo = common::example_actors(keys.path(), &["echo"]).remove(0);
     let big = padded(&echo, 5 << 20);
-    let local = start_registry();
+    let local = common::start_registry();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -11,6 +11,11 @@ pub(crate) fn repo() -> PathBuf {
 /// Builds the example actors for wasm32 (cached under `target/guests`) and signs them with
 /// a key in `keys`; returns the signed module of each name asked for, in order.
 pub(crate) fn example_actors(keys: &Path, names: &[&str]) -> Vec<Vec<u8>> {
+    built_actors("examples", keys, names)
+}
+
+/// [`example_actors`] for another workspace of guests (`tests/actors`, say).
+pub(crate) fn built_actors(workspace: &str, keys: &Path, names: &[&str]) -> Vec<Vec<u8>> {
     use sigil_claims::KeyStore;
     use sigil_host::build::{BuildOptions, build};
     let target = repo().join("target").join("guests");
@@ -18,7 +23,7 @@ pub(crate) fn example_actors(keys: &Path, names: &[&str]) -> Vec<Vec<u8>> {
     opts.target_dir = Some(target.clone());
     opts.out_dir = Some(target.join(format!("signed-bench-{}", std::process::id())));
     opts.quiet = true;
-    let built = build(&repo().join("examples"), &opts).expect("build the example actors");
+    let built = build(&repo().join(workspace), &opts).expect("build the guests");
     names
         .iter()
         .map(|name| {
@@ -51,4 +56,65 @@ pub(crate) fn wat_echo(name: &str) -> Vec<u8> {
     sigil_claims::sign_module(&wasm, &spec, &account, &subject)
         .unwrap()
         .bytes
+}
+
+/// A plain-HTTP registry of its own, removed when dropped.
+pub(crate) struct LocalRegistry {
+    child: std::process::Child,
+    pub(crate) host: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for LocalRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts a plain-HTTP registry on a spare loopback port.
+pub(crate) fn start_registry() -> LocalRegistry {
+    let tool = std::process::Command::new(repo().join(".ci").join("docker-registry"))
+        .output()
+        .expect("run .ci/docker-registry");
+    assert!(
+        tool.status.success(),
+        "{}",
+        String::from_utf8_lossy(&tool.stderr)
+    );
+    let binary = String::from_utf8(tool.stdout).unwrap().trim().to_string();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n\
+             http:\n  addr: 127.0.0.1:{port}\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let child = std::process::Command::new(binary)
+        .arg("serve")
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start the registry");
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    LocalRegistry {
+        child,
+        host: format!("127.0.0.1:{port}"),
+        _dir: dir,
+    }
 }

@@ -498,7 +498,10 @@ impl Registry {
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             recent.retain(|_, (at, _)| at.elapsed() < ttl);
             if recent.len() < 256 {
-                recent.insert(reference.clone(), (std::time::Instant::now(), pulled.clone()));
+                recent.insert(
+                    reference.clone(),
+                    (std::time::Instant::now(), pulled.clone()),
+                );
             }
         }
         Ok(pulled)
