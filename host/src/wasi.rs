@@ -162,7 +162,7 @@ pub async fn run_step(
     };
     let dir = tempfile::Builder::new()
         .prefix("sigil-wasi-")
-        .tempdir()
+        .tempdir_in(work_root())
         .map_err(|e| InvocationError::Instantiate {
             message: format!("cannot make the step's /work directory: {e}"),
         })?;
@@ -220,6 +220,30 @@ pub async fn run_step(
             })
         }
     }
+}
+
+/// Where runs' `/work` directories are made: `$SIGIL_WORK_DIR`, else `/dev/shm` (memory,
+/// where a run's few small files cost no disk I/O) when it is a writable directory, else
+/// the system's temporary directory.
+fn work_root() -> std::path::PathBuf {
+    static ROOT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    ROOT.get_or_init(|| {
+        if let Some(dir) = std::env::var_os("SIGIL_WORK_DIR").filter(|d| !d.is_empty()) {
+            return dir.into();
+        }
+        let shm = Path::new("/dev/shm");
+        let writable = shm.is_dir()
+            && tempfile::Builder::new()
+                .prefix("sigil-probe-")
+                .tempdir_in(shm)
+                .is_ok();
+        if writable {
+            shm.to_path_buf()
+        } else {
+            std::env::temp_dir()
+        }
+    })
+    .clone()
 }
 
 /// `/work/result.json`, bounded by the response limit.

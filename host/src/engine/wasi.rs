@@ -308,6 +308,9 @@ impl Engine {
         let stderr = TailPipe::new(run.output_cap);
         let mut builder = WasiCtxBuilder::new();
         builder
+            // The files of a run are few and small, in its own directory: reading and
+            // writing them inline costs less than a hop to the blocking pool per call.
+            .allow_blocking_current_thread(true)
             .args(&[&run.program])
             .stdout(stdout.clone())
             .stderr(stderr.clone())
