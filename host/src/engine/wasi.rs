@@ -308,9 +308,9 @@ impl Engine {
         let stderr = TailPipe::new(run.output_cap);
         let mut builder = WasiCtxBuilder::new();
         builder
-            // The files of a run are few and small, in its own directory: reading and
-            // writing them inline costs less than a hop to the blocking pool per call.
-            .allow_blocking_current_thread(true)
+            // Not `allow_blocking_current_thread`: it would make file calls cheaper, but it
+            // also makes a relative `poll_oneoff` a `std::thread::sleep` of the worker,
+            // which no deadline can interrupt and which stalls the step's claim timer.
             .args(&[&run.program])
             .stdout(stdout.clone())
             .stderr(stderr.clone())

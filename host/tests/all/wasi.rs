@@ -78,6 +78,13 @@ fn every_way_a_step_ends_is_reported() {
         err("loop"),
         "deadline exceeded: the actor ran longer than its 500ms limit"
     );
+    // A sleep in the module is a wait the deadline interrupts, not a blocked thread.
+    assert_eq!(
+        run(&host, json!({"sleep_ms": 60_000}))
+            .unwrap_err()
+            .to_string(),
+        "deadline exceeded: the actor ran longer than its 500ms limit"
+    );
     let bomb = err("bomb");
     assert!(
         bomb.contains("memory") && bomb.contains("8388608"),
@@ -333,4 +340,73 @@ fn a_c_step_built_with_zig_runs_under_the_same_contract() {
         call(json!({"mode": "fail"})).unwrap_err().to_string(),
         "the module exited with code 2; its stderr ends: asked to fail"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wasi_step_killed_with_its_host_is_completed_by_another() {
+    use sigil_host::workflow::state::{RunStatus, StepStatus};
+
+    use crate::plugin::NATS;
+    use crate::workflow_hosts::{Names, client, start_host, wait_end};
+
+    let names = Names::new();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("wasi-step.wasm"), guest("wasi-step")).unwrap();
+    let extra = format!(
+        "[[actors]]\npath = \"wasi-step.wasm\"\n\n{}",
+        names.section(NATS, "2s")
+    );
+    let mut hosts: std::collections::BTreeMap<String, crate::providers::Server> = ["w1", "w2"]
+        .iter()
+        .map(|n| (n.to_string(), start_host(dir.path(), n, &extra)))
+        .collect();
+    let scheduler = client(&names, NATS).await;
+    let workflow = sigil_host::workflow::spec::Workflow::from_yaml(
+        r#"
+version: 1
+name: slow-wasi
+steps:
+  - { name: slow, actor: wasi-step, operation: slow-flow, input: { name: survivor, sleep_ms: 5000 } }
+outputs: "${{ steps.slow.output }}"
+"#,
+    )
+    .unwrap();
+    let id = scheduler
+        .submit(
+            &workflow,
+            Default::default(),
+            &sigil_host::workflow::routes::resolve_remote_routes(&workflow, None)
+                .await
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let victim = loop {
+        let run = scheduler.status(&id).await.unwrap();
+        if let Some(s) = run.steps.values().find(|s| s.status == StepStatus::Running) {
+            if let Some(h) = &s.host {
+                break h.clone();
+            }
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "no step started: {run:#?}\nw1: {}\nw2: {}",
+            std::fs::read_to_string(dir.path().join("w1.log")).unwrap_or_default(),
+            std::fs::read_to_string(dir.path().join("w2.log")).unwrap_or_default()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    drop(hosts.remove(&victim)); // SIGKILL, mid-step
+    let run = wait_end(&scheduler, &id, std::time::Duration::from_secs(60)).await;
+    assert_eq!(run.status, RunStatus::Succeeded, "{run:#?}");
+    assert_eq!(
+        run.outputs,
+        Some(json!({"greeting": "Hello, survivor!", "workflow": "slow-flow"}))
+    );
+    let step = &run.steps["slow"];
+    assert!(step.attempts >= 2, "{step:?}");
+    assert_ne!(step.host.as_deref(), Some(victim.as_str()));
+    drop(hosts);
+    names.clean(NATS).await;
 }

@@ -23,14 +23,14 @@ use sigil_host::workflow::routes::resolve_remote_routes;
 const NATS: &str = "nats://127.0.0.1:4222";
 
 /// Unique stream, bucket and subject names, so tests never share state.
-struct Names {
+pub(crate) struct Names {
     stream: String,
     bucket: String,
     prefix: String,
 }
 
 impl Names {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let id = uuid::Uuid::new_v4().simple().to_string();
         Names {
             stream: format!("T_STEPS_{id}"),
@@ -39,7 +39,7 @@ impl Names {
         }
     }
 
-    fn section(&self, nats: &str, ack_wait: &str) -> String {
+    pub(crate) fn section(&self, nats: &str, ack_wait: &str) -> String {
         format!(
             "[workflows]\nnats = \"{nats}\"\nstream = \"{}\"\nbucket = \"{}\"\nsubject_prefix = \"{}\"\nack_wait = \"{ack_wait}\"\nmax_concurrent = 1\n",
             self.stream, self.bucket, self.prefix
@@ -56,7 +56,7 @@ impl Names {
     }
 
     /// Deletes the test's streams (best effort).
-    async fn clean(&self, nats: &str) {
+    pub(crate) async fn clean(&self, nats: &str) {
         if let Ok(client) = async_nats::connect(nats).await {
             let js = async_nats::jetstream::new(client);
             let _ = js.delete_stream(&self.stream).await;
@@ -109,7 +109,7 @@ fn probe_wasm() -> Vec<u8> {
     probe()
 }
 
-async fn client(names: &Names, nats: &str) -> Arc<Scheduler> {
+pub(crate) async fn client(names: &Names, nats: &str) -> Arc<Scheduler> {
     let backend = JetStreamBackend::connect(nats, names.options())
         .await
         .unwrap();
@@ -121,7 +121,7 @@ async fn client(names: &Names, nats: &str) -> Arc<Scheduler> {
     )
 }
 
-async fn wait_end(scheduler: &Scheduler, id: &str, limit: Duration) -> RunState {
+pub(crate) async fn wait_end(scheduler: &Scheduler, id: &str, limit: Duration) -> RunState {
     tokio::time::timeout(limit, scheduler.wait(id, |_| {}))
         .await
         .unwrap_or_else(|_| panic!("run {id} did not end within {limit:?}"))

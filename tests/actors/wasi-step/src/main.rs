@@ -3,7 +3,8 @@
 //! what it does, so that the host's tests can drive every outcome:
 //!
 //! - `greet` (default): answers `greeting` = "Hello, NAME!" from the parameter `name`, and
-//!   copies each input artifact to an output artifact of the same name;
+//!   copies each input artifact to an output artifact of the same name (after sleeping
+//!   `sleep_ms` milliseconds, when given);
 //! - `fail`: reports phase `Failed`; `exit`: prints to stderr and exits with code 3;
 //! - `trap`: traps; `loop`: never ends; `bomb`: allocates without end;
 //! - `escape`, `env`, `socket`: try to read outside `/work`, read the environment, open a
@@ -45,6 +46,9 @@ fn main() {
     let mode = param(&input, "mode")
         .and_then(Value::as_str)
         .unwrap_or("greet");
+    if let Some(ms) = param(&input, "sleep_ms").and_then(Value::as_u64) {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
     match mode {
         "greet" => {
             let name = param(&input, "name")
