@@ -332,7 +332,16 @@ impl Engine {
             .map_err(|e| InvocationError::Protocol {
                 message: format!("`_start` is not a function of no arguments: {e}"),
             })?;
-        let code = match start.call_async(&mut store, ()).await {
+        // Epoch interruption stops wasm code at the deadline, but not a wait in a host
+        // function (a sleep, a blocked read): the deadline covers the whole call too, and
+        // dropping the call abandons the instance with its store.
+        let call = tokio::time::timeout(limits.deadline, start.call_async(&mut store, ()));
+        let Ok(result) = call.await else {
+            return Err(InvocationError::DeadlineExceeded {
+                limit: limits.deadline,
+            });
+        };
+        let code = match result {
             Ok(()) => 0,
             Err(e) => match e.downcast_ref::<I32Exit>() {
                 Some(exit) => exit.0,
