@@ -78,7 +78,13 @@ fn every_way_a_step_ends_is_reported() {
         err("loop"),
         "deadline exceeded: the actor ran longer than its 500ms limit"
     );
-    // A sleep in the module is a wait the deadline interrupts, not a blocked thread.
+    // A short sleep is a sleep; a long one is a wait the deadline interrupts.
+    let started = std::time::Instant::now();
+    assert_eq!(
+        run(&host, json!({"sleep_ms": 200, "name": "late"})).unwrap()["greeting"],
+        "Hello, late!"
+    );
+    assert!(started.elapsed() >= std::time::Duration::from_millis(200));
     assert_eq!(
         run(&host, json!({"sleep_ms": 60_000}))
             .unwrap_err()
@@ -384,10 +390,10 @@ outputs: "${{ steps.slow.output }}"
     let started = std::time::Instant::now();
     let victim = loop {
         let run = scheduler.status(&id).await.unwrap();
-        if let Some(s) = run.steps.values().find(|s| s.status == StepStatus::Running) {
-            if let Some(h) = &s.host {
-                break h.clone();
-            }
+        if let Some(s) = run.steps.values().find(|s| s.status == StepStatus::Running)
+            && let Some(h) = &s.host
+        {
+            break h.clone();
         }
         assert!(
             started.elapsed() < std::time::Duration::from_secs(30),
