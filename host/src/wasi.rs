@@ -13,13 +13,33 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::engine::HostCallHandler;
-use crate::engine::{Engine, InvocationError, WasiRun, WasiTemplate};
+use crate::engine::{Engine, HttpGrant, InvocationError, WasiRun, WasiTemplate};
 
 /// The operation under which a step's request and answer are the plugin's own documents
 /// (the input document in, the result document out; MessagePack like every step request),
 /// as the Argo endpoint sends them. Under any other operation the request is an object of
 /// parameter name to value and the answer the output parameters in the same form.
 pub const PLUGIN_OPERATION: &str = "wasm-plugin";
+
+/// The key of a plugin request that carries the template's `permissions.http.allowed_hosts`
+/// beside the input document (it is not written to `input.json`).
+pub const ALLOWED_HOSTS_KEY: &str = "sigil_allowed_hosts";
+
+/// The request of [`PLUGIN_OPERATION`]: the input document, and the hosts the template
+/// lets the module reach (none listed: no HTTP, as in the plugin).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PluginRequest {
+    /// The input document.
+    #[serde(flatten)]
+    pub document: Invocation,
+    /// `permissions.http.allowed_hosts`.
+    #[serde(
+        default,
+        rename = "sigil_allowed_hosts",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub allowed_hosts: Option<Vec<String>>,
+}
 
 /// The most of a module's stdout and of its stderr kept (the end of each).
 pub const OUTPUT_CAP: usize = 64 << 10;
@@ -153,12 +173,25 @@ pub async fn run_step(
     payload: &[u8],
 ) -> Result<Vec<u8>, InvocationError> {
     let plugin = operation == PLUGIN_OPERATION;
-    let invocation = if plugin {
-        rmp_serde::from_slice::<Invocation>(payload).map_err(|e| InvocationError::Protocol {
-            message: format!("not the plugin's input document: {e}"),
-        })?
+    // A Sigil step may reach what its link allows; a plugin template only the hosts it
+    // lists too (none: no HTTP).
+    let (invocation, http) = if plugin {
+        let request = rmp_serde::from_slice::<PluginRequest>(payload).map_err(|e| {
+            InvocationError::Protocol {
+                message: format!("not the plugin's input document: {e}"),
+            }
+        })?;
+        let grant = HttpGrant {
+            allowed_hosts: Some(request.allowed_hosts.unwrap_or_default()),
+            max_open: 8,
+        };
+        (request.document, grant)
     } else {
-        invocation_of_request(operation, payload)?
+        let grant = HttpGrant {
+            allowed_hosts: None,
+            max_open: 8,
+        };
+        (invocation_of_request(operation, payload)?, grant)
     };
     let dir = tempfile::Builder::new()
         .prefix("sigil-wasi-")
@@ -180,6 +213,7 @@ pub async fn run_step(
         work_dir: work.to_path_buf(),
         program: program.to_string(),
         output_cap: OUTPUT_CAP,
+        http: Some(http),
     };
     let exit = engine.run_wasi(template, handler, &run).await?;
     for (stream, captured) in [("stdout", &exit.stdout), ("stderr", &exit.stderr)] {

@@ -85,6 +85,8 @@ pub(crate) struct InvocationState {
     pub(crate) clock: Arc<Clock>,
     /// The WASI context, for a run of a WASI command module.
     pub(crate) wasi: Option<wasmtime_wasi::p1::WasiP1Ctx>,
+    /// The `wasi_experimental_http` state of a WASI run.
+    pub(crate) http: Option<Box<super::wasi_http::HttpSession>>,
 }
 
 impl InvocationState {
@@ -116,6 +118,7 @@ impl InvocationState {
             deadline_tick,
             clock,
             wasi: None,
+            http: None,
         }
     }
 

@@ -51,8 +51,8 @@ pub enum LoadError {
     /// A WASI module imports something other than WASI preview 1.
     #[error(
         "module imports `{module}.{name}`, which Sigil does not provide to WASI modules: a \
-         WASI step may import only `wasi_snapshot_preview1` functions (build for \
-         wasm32-wasip1)"
+         WASI step may import only `wasi_snapshot_preview1` and `wasi_experimental_http` \
+         functions (build for wasm32-wasip1)"
     )]
     UnsupportedWasiImport {
         /// The import's module name.

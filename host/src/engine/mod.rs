@@ -21,6 +21,7 @@ mod error;
 mod snapshot;
 mod stack;
 mod wasi;
+mod wasi_http;
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -38,6 +39,7 @@ use abi::InvocationState;
 use error::AbiFault;
 pub use error::{InvocationError, LoadError, Phase};
 pub use wasi::{Captured, WasiExit, WasiRun, WasiTemplate, is_wasi_command};
+pub use wasi_http::HttpGrant;
 
 /// One call from an actor to its host (`__host_call`).
 #[derive(Debug, Clone, Copy)]

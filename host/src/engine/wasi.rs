@@ -85,6 +85,8 @@ pub struct WasiRun {
     pub program: String,
     /// The most of stdout, and of stderr, kept (the end is kept; the rest is counted).
     pub output_cap: usize,
+    /// What it may reach over `wasi_experimental_http` (none: nothing).
+    pub http: Option<super::HttpGrant>,
 }
 
 /// How a run ended.
@@ -208,6 +210,7 @@ pub(super) fn linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<Invoc
         },
     )?;
     linker.allow_shadowing(false);
+    super::wasi_http::add_to_linker(&mut linker)?;
     Ok(linker)
 }
 
@@ -323,8 +326,10 @@ impl InvocationState {
 /// Every import must be a `wasi_snapshot_preview1` function: anything else is named.
 fn check_wasi_imports(module: &Module) -> Result<(), LoadError> {
     for import in module.imports() {
-        let ok =
-            WASI_MODULES.contains(&import.module()) && matches!(import.ty(), ExternType::Func(_));
+        let http = import.module() == super::wasi_http::MODULE
+            && super::wasi_http::FUNCTIONS.contains(&import.name());
+        let ok = (WASI_MODULES.contains(&import.module()) || http)
+            && matches!(import.ty(), ExternType::Func(_));
         if !ok {
             return Err(LoadError::UnsupportedWasiImport {
                 module: import.module().to_string(),
@@ -433,6 +438,9 @@ impl Engine {
             })?;
         let mut store = self.store(handler, true)?;
         store.data_mut().wasi = Some(builder.build_p1());
+        store.data_mut().http = Some(Box::new(super::wasi_http::HttpSession::new(
+            run.http.clone(),
+        )));
         let instance = match template.pre.instantiate_async(&mut store).await {
             Ok(i) => i,
             Err(e) => return Err(classify(e, store.data(), limits, Phase::Start, None)),

@@ -304,15 +304,6 @@ impl Plugin {
         } else {
             format!("{}{}", crate::oci::SCHEME, plugin.module.oci)
         };
-        if let Some(p) = &plugin.permissions {
-            let hosts = p
-                .pointer("/http/allowed_hosts")
-                .cloned()
-                .unwrap_or(Value::Null);
-            if !hosts.is_null() {
-                tracing::debug!(%reference, allowed_hosts = %hosts, "permissions of the wasm template");
-            }
-        }
         let invocation = crate::wasi::Invocation {
             workflow_name: request.workflow.metadata.name.clone(),
             plugin_options: plugin
@@ -339,7 +330,16 @@ impl Plugin {
                 .filter_map(|a| serde_json::from_value(a.clone()).ok())
                 .collect(),
         };
-        let input = match serde_json::to_value(&invocation) {
+        let allowed_hosts = plugin
+            .permissions
+            .as_ref()
+            .and_then(|p| p.pointer("/http/allowed_hosts"))
+            .and_then(|h| serde_json::from_value::<Vec<String>>(h.clone()).ok());
+        let plugin_request = crate::wasi::PluginRequest {
+            document: invocation,
+            allowed_hosts,
+        };
+        let input = match serde_json::to_value(&plugin_request) {
             Ok(v) => v,
             Err(e) => return failed(e.to_string()),
         };

@@ -146,7 +146,8 @@ fn an_unsigned_or_foreign_import_wasi_module_is_refused() {
     assert_eq!(
         e,
         "module imports `env.launch`, which Sigil does not provide to WASI modules: a WASI \
-         step may import only `wasi_snapshot_preview1` functions (build for wasm32-wasip1)"
+         step may import only `wasi_snapshot_preview1` and `wasi_experimental_http` functions \
+         (build for wasm32-wasip1)"
     );
 
     // One that asks for more memory up front than the limit (a 16 MiB stack, say).
@@ -415,4 +416,92 @@ outputs: "${{ steps.slow.output }}"
     assert_ne!(step.host.as_deref(), Some(victim.as_str()));
     drop(hosts);
     names.clean(NATS).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wasi_steps_reach_over_http_only_what_the_link_and_the_template_allow() {
+    use sigil_providers::LinkConfig;
+
+    use crate::providers::{call, link, provider, runtime, spare_port};
+
+    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let allowed = upstream.local_addr().unwrap();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut s, _)) = upstream.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            let _ = s
+                .write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 8\r\n\
+                      connection: close\r\n\r\nupstream",
+                )
+                .await;
+        }
+    });
+    let rt = runtime();
+    rt.load_actor(guest("wasi-step")).await.unwrap();
+    provider(&rt, "web", "httpclient", LinkConfig::new()).await;
+    link(
+        &rt,
+        "wasi-step",
+        "httpclient",
+        "web",
+        LinkConfig::new().with("allow", allowed.to_string()),
+    )
+    .await;
+    let url = format!("http://{allowed}/x");
+
+    // A Sigil step: the link's allowlist decides.
+    let ok = call(
+        &rt,
+        "wasi-step",
+        "flow",
+        json!({"mode": "http", "url": url}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        ok,
+        json!({"status": 200, "body": "upstream", "content_type": "text/plain"})
+    );
+    let other = format!("http://127.0.0.1:{}/x", spare_port());
+    let refused = call(
+        &rt,
+        "wasi-step",
+        "flow",
+        json!({"mode": "http", "url": other}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(refused, json!({"error": 7}), "destination_not_allowed");
+
+    // A plugin template: its allowed_hosts too (none listed: no HTTP, as in the plugin).
+    let plugin = |hosts: Option<Vec<&str>>| {
+        let mut request = json!({
+            "workflow_name": "w",
+            "parameters": [{"name": "mode", "value": "http"}, {"name": "url", "value": url}],
+        });
+        if let Some(h) = hosts {
+            request[sigil_host::wasi::ALLOWED_HOSTS_KEY] = json!(h);
+        }
+        let rt = rt.clone();
+        async move {
+            let out = rt
+                .invoke(
+                    "wasi-step",
+                    sigil_host::wasi::PLUGIN_OPERATION,
+                    rmp_serde::to_vec_named(&request).unwrap(),
+                )
+                .await
+                .unwrap();
+            rmp_serde::from_slice::<Value>(&out).unwrap()["outputs"]["parameters"].clone()
+        }
+    };
+    let granted = plugin(Some(vec!["http://127.0.0.1"])).await;
+    assert_eq!(granted[0], json!({"name": "status", "value": 200}));
+    for hosts in [Some(vec!["https://example.com"]), Some(vec![]), None] {
+        assert_eq!(plugin(hosts).await, json!([{"name": "error", "value": 7}]));
+    }
+    rt.shutdown(std::time::Duration::from_secs(5)).await;
 }

@@ -9,7 +9,9 @@
 //! - `trap`: traps; `loop`: never ends; `bomb`: allocates without end;
 //! - `escape`, `env`, `socket`: try to read outside `/work`, read the environment, open a
 //!   socket, and report what happened;
-//! - `silent`: exits 0 without writing a result; `chatty`: prints a lot to stdout.
+//! - `silent`: exits 0 without writing a result; `chatty`: prints a lot to stdout;
+//! - `http`: fetches the parameter `url` through `wasi_experimental_http` and answers its
+//!   `status`, `body` and `content_type`, or the ABI's error code as `error`.
 
 use std::io::Write;
 
@@ -128,6 +130,27 @@ fn main() {
                 json!([]),
             );
         }
+        "http" => {
+            let url = param(&input, "url").and_then(Value::as_str).unwrap_or_default();
+            match fetch(url) {
+                Ok((status, body, content_type)) => finish(
+                    "Succeeded",
+                    "fetched",
+                    json!([
+                        { "name": "status", "value": status },
+                        { "name": "body", "value": body },
+                        { "name": "content_type", "value": content_type },
+                    ]),
+                    json!([]),
+                ),
+                Err(code) => finish(
+                    "Succeeded",
+                    "refused",
+                    json!([{ "name": "error", "value": code }]),
+                    json!([]),
+                ),
+            }
+        }
         "silent" => {}
         "chatty" => {
             let mut out = std::io::stdout().lock();
@@ -145,4 +168,98 @@ fn main() {
             json!([]),
         ),
     }
+}
+
+#[cfg(target_os = "wasi")]
+#[link(wasm_import_module = "wasi_experimental_http")]
+unsafe extern "C" {
+    fn req(
+        url: *const u8,
+        url_len: usize,
+        method: *const u8,
+        method_len: usize,
+        headers: *const u8,
+        headers_len: usize,
+        body: *const u8,
+        body_len: usize,
+        status: *mut u16,
+        handle: *mut u32,
+    ) -> u32;
+    fn body_read(handle: u32, buf: *mut u8, len: usize, read: *mut usize) -> u32;
+    fn header_get(
+        handle: u32,
+        name: *const u8,
+        name_len: usize,
+        value: *mut u8,
+        value_len: usize,
+        written: *mut usize,
+    ) -> u32;
+    fn close(handle: u32) -> u32;
+}
+
+/// A GET of `url` through the host's `wasi_experimental_http`: (status, body, content type)
+/// or the ABI's error code.
+#[cfg(target_os = "wasi")]
+fn fetch(url: &str) -> Result<(u16, String, String), u32> {
+    let headers = "accept:text/plain\n";
+    let (mut status, mut handle) = (0u16, 0u32);
+    // SAFETY: every pointer and length describes a live buffer of this function.
+    let code = unsafe {
+        req(
+            url.as_ptr(),
+            url.len(),
+            b"GET".as_ptr(),
+            3,
+            headers.as_ptr(),
+            headers.len(),
+            std::ptr::null(),
+            0,
+            &mut status,
+            &mut handle,
+        )
+    };
+    if code != 0 {
+        return Err(code);
+    }
+    let mut body = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let mut n = 0usize;
+        // SAFETY: `chunk` is a live buffer of its length; `n` a live usize.
+        let code = unsafe { body_read(handle, chunk.as_mut_ptr(), chunk.len(), &mut n) };
+        if code != 0 {
+            return Err(code);
+        }
+        if n == 0 {
+            break;
+        }
+        body.extend_from_slice(&chunk[..n]);
+    }
+    let mut value = [0u8; 256];
+    let mut written = 0usize;
+    let name = "content-type";
+    // SAFETY: as above.
+    let code = unsafe {
+        header_get(
+            handle,
+            name.as_ptr(),
+            name.len(),
+            value.as_mut_ptr(),
+            value.len(),
+            &mut written,
+        )
+    };
+    let content_type = if code == 0 {
+        String::from_utf8_lossy(&value[..written]).into_owned()
+    } else {
+        String::new()
+    };
+    // SAFETY: a handle this function received.
+    unsafe { close(handle) };
+    Ok((status, String::from_utf8_lossy(&body).into_owned(), content_type))
+}
+
+#[cfg(not(target_os = "wasi"))]
+fn fetch(_url: &str) -> Result<(u16, String, String), u32> {
+    Err(u32::MAX)
 }
