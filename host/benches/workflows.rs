@@ -198,6 +198,7 @@ impl ArgoEndpoint {
             None,
             ARGO_TOKEN.into(),
             None,
+            None,
             "127.0.0.1:0",
         )
         .await

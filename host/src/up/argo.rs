@@ -136,6 +136,10 @@ struct ExecuteRequest {
 struct Plugin {
     scheduler: Arc<Scheduler>,
     runtime: Option<Arc<Runtime>>,
+    /// The HTTP client provider and egress allowlist `plugin.wasm` modules are linked to.
+    wasm_http: Option<(String, String)>,
+    /// The modules linked to it already, by public key.
+    wasm_linked: tokio::sync::Mutex<std::collections::HashSet<String>>,
     token: String,
     artifacts: Option<Arc<StagingArea>>,
 }
@@ -149,6 +153,7 @@ pub async fn serve_argo(
     runtime: Option<Arc<Runtime>>,
     token: String,
     artifacts: Option<Arc<StagingArea>>,
+    wasm_http: Option<(String, String)>,
     address: &str,
 ) -> std::io::Result<ServerHandle> {
     let listener = tokio::net::TcpListener::bind(address).await?;
@@ -157,6 +162,8 @@ pub async fn serve_argo(
         Arc::new(Plugin {
             scheduler,
             runtime,
+            wasm_http,
+            wasm_linked: tokio::sync::Mutex::new(std::collections::HashSet::new()),
             token,
             artifacts,
         }),
@@ -369,6 +376,9 @@ impl Plugin {
             Ok(w) => w,
             Err(e) => return failed(e.0),
         };
+        if let Err(e) = self.link_wasm_http(&workflow).await {
+            return failed(e);
+        }
         let state = match self.run(&id, request, &workflow, BTreeMap::new()).await {
             Ok(state) => state,
             Err(answer) => return answer,
@@ -385,6 +395,45 @@ impl Plugin {
             Some(Err(e)) => failed(format!("sigil run {id}: not a result document: {e}")),
             None => failed(format!("sigil run {id}: the step answered nothing")),
         }
+    }
+
+    /// Links the module of a `plugin.wasm` step to the configured HTTP client provider
+    /// (once per module), so that its `wasi_experimental_http` calls reach the hosts that
+    /// both the operator's allowlist and the template's `allowed_hosts` allow.
+    async fn link_wasm_http(&self, workflow: &Workflow) -> Result<(), String> {
+        let (Some((provider, allow)), Some(runtime)) = (&self.wasm_http, &self.runtime) else {
+            return Ok(());
+        };
+        let routes = resolve_remote_routes(workflow, Some(runtime))
+            .await
+            .map_err(|e| e.0)?;
+        let mut linked = self.wasm_linked.lock().await;
+        for route in routes.values() {
+            let Some(subject) = route.strip_prefix("key.") else {
+                continue;
+            };
+            if linked.contains(subject) {
+                continue;
+            }
+            let definition = sigil_providers::LinkDefinition {
+                actor: subject.to_string(),
+                contract_id: sigil_actor::contracts::httpclient::CONTRACT_ID.to_string(),
+                link_name: sigil_providers::DEFAULT_LINK_NAME.to_string(),
+                provider: provider.clone(),
+                config: sigil_providers::LinkConfig::new().with("allow", allow.clone()),
+            };
+            // A module whose claims lack wasmcloud:httpclient is not linked: its HTTP
+            // calls are refused by the gate, which is what its claims say.
+            match runtime.add_link(&definition).await {
+                Ok(()) => {
+                    linked.insert(subject.to_string());
+                }
+                Err(e) => {
+                    tracing::debug!(actor = subject, error = %e, "plugin.wasm module not linked for HTTP")
+                }
+            }
+        }
+        Ok(())
     }
 
     /// With an artifact store: creates the run's staging container, copies each input

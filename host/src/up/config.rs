@@ -220,6 +220,10 @@ pub struct ArgoSettings {
     pub token: String,
     /// `[argo.artifacts]`: the store artifacts are staged through, when set.
     pub artifacts: Option<Arc<StagingArea>>,
+    /// `http_provider`: the HTTP client provider that modules of `plugin.wasm` templates
+    /// are linked to, with the egress allowlist `http_allow`; none: such modules get no
+    /// HTTP.
+    pub wasm_http: Option<(String, String)>,
 }
 
 /// Where workflow runs and step messages live.
@@ -345,6 +349,9 @@ struct RawArgo {
     token: Option<String>,
     token_file: Option<PathBuf>,
     artifacts: Option<BTreeMap<String, Value>>,
+    http_provider: Option<String>,
+    #[serde(default)]
+    http_allow: Vec<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -1062,10 +1069,32 @@ impl HostConfig {
                         })?))
                     }
                 };
+                let wasm_http = match a.http_provider.filter(|p| !p.is_empty()) {
+                    None if !a.http_allow.is_empty() => {
+                        return Err(source.at(
+                            "argo.http_allow",
+                            "http_allow needs http_provider, the HTTP client provider that \
+                             plugin.wasm modules are linked to",
+                        ));
+                    }
+                    None => None,
+                    Some(p) if a.http_allow.is_empty() => {
+                        return Err(source.at(
+                            "argo.http_provider",
+                            format!(
+                                "http_provider = {p:?} needs http_allow, the hosts \
+                                 plugin.wasm modules may reach (as for an httpclient link's \
+                                 allow), like http_allow = [\"*.example.com\"]"
+                            ),
+                        ));
+                    }
+                    Some(p) => Some((p, a.http_allow.join(","))),
+                };
                 Some(ArgoSettings {
                     address: a.address.unwrap_or_else(|| "127.0.0.1:4355".into()),
                     token,
                     artifacts,
+                    wasm_http,
                 })
             }
         };
@@ -1342,6 +1371,26 @@ config = { prefix = "c:", allow = ["a", "b"], n = 3 }
 
         let e = parse("[host\n").unwrap_err();
         assert_eq!(e.line, 1);
+    }
+
+    #[test]
+    fn argo_http_for_wasm_modules_needs_both_keys() {
+        let base = "[argo]\ntoken = \"t\"\n";
+        let c = parse(&format!(
+            "{base}http_provider = \"web\"\nhttp_allow = [\"a.example\", \"b.example:8080\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.argo.unwrap().wasm_http,
+            Some(("web".to_string(), "a.example,b.example:8080".to_string()))
+        );
+        let e = parse(&format!("{base}http_provider = \"web\"\n")).unwrap_err();
+        assert!(e.message.contains("needs http_allow") && e.line == 3, "{e}");
+        let e = parse(&format!("{base}http_allow = [\"x\"]\n")).unwrap_err();
+        assert!(
+            e.message.contains("needs http_provider") && e.line == 3,
+            "{e}"
+        );
     }
 
     #[test]

@@ -147,11 +147,23 @@ pub async fn start_with(
     let (argo, argo_address) = match &config.argo {
         None => (None, None),
         Some(a) => {
+            if let Some((provider, _)) = &a.wasm_http
+                && !runtime.registry().provider_names().contains(provider)
+            {
+                return Err(config.error_for(
+                    "argo.http_provider",
+                    format!(
+                        "http_provider = {provider:?} names no [[providers]] instance; declare \
+                         an httpclient provider of that name"
+                    ),
+                ));
+            }
             let handle = argo::serve_argo(
                 workflows.scheduler.clone(),
                 Some(runtime.clone()),
                 a.token.clone(),
                 a.artifacts.clone(),
+                a.wasm_http.clone(),
                 &a.address,
             )
             .await

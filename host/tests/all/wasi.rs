@@ -198,7 +198,9 @@ fn an_unchanged_plugin_wasm_template_runs_a_module_from_a_registry() {
         &config,
         format!(
             "[host]\nadmin_address = \"off\"\n\n[argo]\naddress = \"127.0.0.1:{argo}\"\n\
-             token = \"{TOKEN}\"\n\n[[registries]]\nhost = \"{}\"\ninsecure = true\n",
+             token = \"{TOKEN}\"\nhttp_provider = \"web\"\nhttp_allow = [\"127.0.0.1\"]\n\n\
+             [[providers]]\nname = \"web\"\nkind = \"httpclient\"\n\n\
+             [[registries]]\nhost = \"{}\"\ninsecure = true\n",
             registry.host
         ),
     )
@@ -254,6 +256,39 @@ fn an_unchanged_plugin_wasm_template_runs_a_module_from_a_registry() {
         answer,
         json!({ "node": { "phase": "Failed", "message": "the step failed on purpose" } })
     );
+    // HTTP through wasi_experimental_http: to a host both the template and the
+    // operator's http_allow list, and to no other.
+    let upstream = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let up = upstream.local_addr().unwrap();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for mut s in upstream.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(
+                b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 5\r\n\
+                  connection: close\r\n\r\nhello",
+            );
+        }
+    });
+    let fetch = |uid: &str, allowed: &[&str]| {
+        let mut t = template("x", &reference);
+        t["inputs"]["parameters"] = json!([
+            { "name": "mode", "value": "http" },
+            { "name": "url", "value": format!("http://{up}/") },
+        ]);
+        t["plugin"]["wasm"]["permissions"]["http"]["allowed_hosts"] = json!(allowed);
+        execute_on(at, Some(TOKEN), &argo_request(uid, t)).1["node"]["outputs"]["parameters"]
+            .clone()
+    };
+    let got = fetch("uid-wasm-http-1", &["http://127.0.0.1"]);
+    assert_eq!(got[0], json!({"name": "status", "value": 200}), "{got}");
+    assert_eq!(got[1], json!({"name": "body", "value": "hello"}));
+    assert_eq!(
+        fetch("uid-wasm-http-2", &["https://example.com"]),
+        json!([{"name": "error", "value": 7}])
+    );
+
     // A registry the host does not list is refused.
     let (_, answer) = execute_on(
         at,
