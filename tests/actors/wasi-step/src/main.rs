@@ -131,7 +131,9 @@ fn main() {
             );
         }
         "http" => {
-            let url = param(&input, "url").and_then(Value::as_str).unwrap_or_default();
+            let url = param(&input, "url")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
             match fetch(url) {
                 Ok((status, body, content_type)) => finish(
                     "Succeeded",
@@ -256,7 +258,11 @@ fn fetch(url: &str) -> Result<(u16, String, String), u32> {
     };
     // SAFETY: a handle this function received.
     unsafe { close(handle) };
-    Ok((status, String::from_utf8_lossy(&body).into_owned(), content_type))
+    Ok((
+        status,
+        String::from_utf8_lossy(&body).into_owned(),
+        content_type,
+    ))
 }
 
 #[cfg(not(target_os = "wasi"))]
