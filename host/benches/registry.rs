@@ -9,6 +9,8 @@
 
 #[path = "common/mod.rs"]
 mod common;
+#[path = "../tests/support/padding.rs"]
+mod padding;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,32 +23,7 @@ use sigil_host::{EngineConfig, Host};
 /// added, signed again: a module of about that size that compiles like the original.
 fn padded(module: &[u8], size: usize) -> Vec<u8> {
     let mut wasm = sigil_claims::strip_jwt_sections(module).unwrap();
-    let name = b"padding";
-    let mut payload = Vec::with_capacity(size + 16);
-    let leb = |mut n: usize, out: &mut Vec<u8>| {
-        loop {
-            let byte = (n & 0x7f) as u8;
-            n >>= 7;
-            if n == 0 {
-                out.push(byte);
-                break;
-            }
-            out.push(byte | 0x80);
-        }
-    };
-    leb(name.len(), &mut payload);
-    payload.extend_from_slice(name);
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    while payload.len() < size {
-        // xorshift: bytes no registry or transport could compress.
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        payload.extend_from_slice(&x.to_le_bytes());
-    }
-    wasm.push(0);
-    leb(payload.len(), &mut wasm);
-    wasm.extend_from_slice(&payload);
+    padding::pad(&mut wasm, size);
     let account = sigil_claims::keys::generate(sigil_claims::KeyKind::Account);
     let subject = sigil_claims::keys::generate(sigil_claims::KeyKind::Module).public_key();
     let spec = sigil_claims::ActorSpec {

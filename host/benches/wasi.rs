@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, criterion_group, criterion_main};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
-use hyper_util::rt::TokioIo;
 use sigil_host::{EngineConfig, Host};
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -131,17 +130,7 @@ fn argo(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
         std::thread::sleep(Duration::from_millis(50));
     }
 
-    let mut sender = rt.block_on(async {
-        let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .unwrap();
-        stream.set_nodelay(true).unwrap();
-        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .unwrap();
-        tokio::spawn(connection);
-        sender
-    });
+    let mut sender = rt.block_on(common::http1(([127, 0, 0, 1], port).into()));
     let mut count = 0u64;
     let mut execute = |rt: &tokio::runtime::Runtime| {
         count += 1;

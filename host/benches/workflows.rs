@@ -22,7 +22,6 @@ mod common;
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
 use sigil_host::up::argo::serve_argo;
 use sigil_host::workflow::jetstream::{JetStreamBackend, JetStreamOptions};
 use sigil_host::workflow::memory::MemoryBackend;
@@ -203,14 +202,7 @@ impl ArgoEndpoint {
         )
         .await
         .unwrap();
-        let stream = tokio::net::TcpStream::connect(server.local_addr())
-            .await
-            .unwrap();
-        stream.set_nodelay(true).unwrap();
-        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .unwrap();
-        tokio::spawn(connection);
+        let sender = common::http1(server.local_addr()).await;
         ArgoEndpoint {
             scheduler,
             sender,

@@ -118,3 +118,18 @@ pub(crate) fn start_registry() -> LocalRegistry {
         _dir: dir,
     }
 }
+
+/// A kept-alive HTTP/1.1 connection to `addr` (no Nagle delay), its driver spawned on the
+/// current runtime.
+pub(crate) async fn http1(
+    addr: std::net::SocketAddr,
+) -> hyper::client::conn::http1::SendRequest<http_body_util::Full<hyper::body::Bytes>> {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    let (sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    sender
+}

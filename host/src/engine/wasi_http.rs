@@ -250,6 +250,38 @@ async fn req(
     Ok(OK)
 }
 
+/// Something computed from the open response `handle`.
+fn with_response<R>(
+    caller: &Caller<'_, InvocationState>,
+    handle: i32,
+    f: impl FnOnce(&Response) -> Result<R, i32>,
+) -> Result<R, i32> {
+    let r = caller
+        .data()
+        .http
+        .as_ref()
+        .and_then(|s| s.responses.get(&(handle as u32)))
+        .ok_or(INVALID_HANDLE)?;
+    f(r)
+}
+
+/// Writes `bytes` to the guest's buffer of `buf_len` bytes at `buf`, and their length at
+/// `written`; a buffer too small gets nothing.
+fn answer(
+    caller: &mut Caller<'_, InvocationState>,
+    mem: wasmtime::Memory,
+    (buf, buf_len, written): (i32, i32, i32),
+    bytes: &[u8],
+) -> Result<i32, i32> {
+    if bytes.len() > usize::try_from(buf_len).unwrap_or(0) {
+        return Err(BUFFER_TOO_SMALL);
+    }
+    write(caller, mem, buf, bytes)?;
+    let n = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
+    write(caller, mem, written, &n.to_le_bytes())?;
+    Ok(OK)
+}
+
 fn code(result: Result<i32, i32>) -> i32 {
     result.unwrap_or_else(|e| e)
 }
@@ -337,26 +369,14 @@ pub(super) fn add_to_linker(linker: &mut Linker<InvocationState>) -> wasmtime::R
             code((|| {
                 let mem = memory(&mut caller).ok_or(MEMORY_NOT_FOUND)?;
                 let name = text(read(&mut caller, mem, name, name_len)?)?.to_ascii_lowercase();
-                let value = {
-                    let r = caller
-                        .data()
-                        .http
-                        .as_ref()
-                        .and_then(|s| s.responses.get(&(handle as u32)))
-                        .ok_or(INVALID_HANDLE)?;
+                let value = with_response(&caller, handle, |r| {
                     r.headers
                         .iter()
                         .find(|(n, _)| n.eq_ignore_ascii_case(&name))
                         .map(|(_, v)| v.clone())
-                        .ok_or(HEADER_NOT_FOUND)?
-                };
-                if value.len() > usize::try_from(buf_len).unwrap_or(0) {
-                    return Err(BUFFER_TOO_SMALL);
-                }
-                write(&mut caller, mem, buf, value.as_bytes())?;
-                let n = u32::try_from(value.len()).unwrap_or(u32::MAX);
-                write(&mut caller, mem, written, &n.to_le_bytes())?;
-                Ok(OK)
+                        .ok_or(HEADER_NOT_FOUND)
+                })?;
+                answer(&mut caller, mem, (buf, buf_len, written), value.as_bytes())
             })())
         },
     )?;
@@ -370,22 +390,8 @@ pub(super) fn add_to_linker(linker: &mut Linker<InvocationState>) -> wasmtime::R
          written: i32| {
             code((|| {
                 let mem = memory(&mut caller).ok_or(MEMORY_NOT_FOUND)?;
-                let all = {
-                    let r = caller
-                        .data()
-                        .http
-                        .as_ref()
-                        .and_then(|s| s.responses.get(&(handle as u32)))
-                        .ok_or(INVALID_HANDLE)?;
-                    format_headers(&r.headers)
-                };
-                if all.len() > usize::try_from(buf_len).unwrap_or(0) {
-                    return Err(BUFFER_TOO_SMALL);
-                }
-                write(&mut caller, mem, buf, all.as_bytes())?;
-                let n = u32::try_from(all.len()).unwrap_or(u32::MAX);
-                write(&mut caller, mem, written, &n.to_le_bytes())?;
-                Ok(OK)
+                let all = with_response(&caller, handle, |r| Ok(format_headers(&r.headers)))?;
+                answer(&mut caller, mem, (buf, buf_len, written), all.as_bytes())
             })())
         },
     )?;

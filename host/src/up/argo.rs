@@ -251,7 +251,11 @@ impl Plugin {
             Ok(w) => w,
             Err(e) => return failed(e),
         };
-        let state = match self.run(&id, &request, &workflow, inputs).await {
+        let routes = match resolve_remote_routes(&workflow, self.runtime.as_deref()).await {
+            Ok(r) => r,
+            Err(e) => return failed(e.0),
+        };
+        let state = match self.run(&id, &request, &workflow, &routes, inputs).await {
             Ok(state) => state,
             Err(answer) => return answer,
         };
@@ -272,13 +276,11 @@ impl Plugin {
         id: &str,
         request: &ExecuteRequest,
         workflow: &Workflow,
+        routes: &std::collections::HashMap<String, String>,
         inputs: BTreeMap<String, Value>,
     ) -> Result<RunState, HttpResponse> {
-        let routes = resolve_remote_routes(workflow, self.runtime.as_deref())
-            .await
-            .map_err(|e| failed(e.0))?;
         self.scheduler
-            .submit_as(id, workflow, inputs, &routes)
+            .submit_as(id, workflow, inputs, routes)
             .await
             .map_err(|e| failed(e.to_string()))?;
         tracing::debug!(run = %id, argo_workflow = %request.workflow.metadata.name, template = %request.template.name, "argo node");
@@ -376,10 +378,15 @@ impl Plugin {
             Ok(w) => w,
             Err(e) => return failed(e.0),
         };
-        if let Err(e) = self.link_wasm_http(&workflow).await {
-            return failed(e);
-        }
-        let state = match self.run(&id, request, &workflow, BTreeMap::new()).await {
+        let routes = match resolve_remote_routes(&workflow, self.runtime.as_deref()).await {
+            Ok(r) => r,
+            Err(e) => return failed(e.0),
+        };
+        self.link_wasm_http(&routes).await;
+        let state = match self
+            .run(&id, request, &workflow, &routes, BTreeMap::new())
+            .await
+        {
             Ok(state) => state,
             Err(answer) => return answer,
         };
@@ -400,13 +407,10 @@ impl Plugin {
     /// Links the module of a `plugin.wasm` step to the configured HTTP client provider
     /// (once per module), so that its `wasi_experimental_http` calls reach the hosts that
     /// both the operator's allowlist and the template's `allowed_hosts` allow.
-    async fn link_wasm_http(&self, workflow: &Workflow) -> Result<(), String> {
+    async fn link_wasm_http(&self, routes: &std::collections::HashMap<String, String>) {
         let (Some((provider, allow)), Some(runtime)) = (&self.wasm_http, &self.runtime) else {
-            return Ok(());
+            return;
         };
-        let routes = resolve_remote_routes(workflow, Some(runtime))
-            .await
-            .map_err(|e| e.0)?;
         let mut linked = self.wasm_linked.lock().await;
         for route in routes.values() {
             let Some(subject) = route.strip_prefix("key.") else {
@@ -433,7 +437,6 @@ impl Plugin {
                 }
             }
         }
-        Ok(())
     }
 
     /// With an artifact store: creates the run's staging container, copies each input

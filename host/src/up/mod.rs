@@ -393,23 +393,7 @@ async fn check_the_rest(
         .await
         .map_err(|e| config.error_for("workflows.nats", e))?;
     for t in &config.workflows.triggers {
-        let at = |m: String| config.error_at(t.line, m);
-        let workflow =
-            crate::workflow::spec::Workflow::from_file(&t.value.workflow).map_err(|e| at(e.0))?;
-        let base = t
-            .value
-            .workflow
-            .parent()
-            .unwrap_or(std::path::Path::new("."));
-        crate::workflow::routes::resolve_routes(
-            &workflow,
-            base,
-            &config.policy,
-            runtime.module_registry(),
-            |_, _| Ok(()),
-        )
-        .await
-        .map_err(|e| at(e.0))?;
+        workflows::trigger_workflow(config, runtime, t).await?;
     }
     Ok(CheckReport {
         actors: config.actors.len(),

@@ -171,6 +171,28 @@ impl super::runtime::ActorStarted for ServeStarted {
     }
 }
 
+/// A trigger's workflow, read, and the route of each of its steps (the modules it names
+/// read or pulled, and verified); errors at the trigger's line.
+pub(super) async fn trigger_workflow(
+    config: &HostConfig,
+    runtime: &Runtime,
+    t: &super::config::Located<super::config::Trigger>,
+) -> Result<(Workflow, std::collections::HashMap<String, String>), ConfigError> {
+    let at = |m: String| config.error_at(t.line, m);
+    let workflow = Workflow::from_file(&t.value.workflow).map_err(|e| at(e.0))?;
+    let base = t.value.workflow.parent().unwrap_or(Path::new("."));
+    let routes = resolve_routes(
+        &workflow,
+        base,
+        &config.policy,
+        runtime.module_registry(),
+        |_, _| Ok(()),
+    )
+    .await
+    .map_err(|e| at(e.0))?;
+    Ok((workflow, routes))
+}
+
 /// Starts the workflow service of a host.
 pub async fn start(
     runtime: &Arc<Runtime>,
@@ -211,17 +233,7 @@ pub async fn start(
     for t in &settings.triggers {
         let trigger = &t.value;
         let at = |m: String| config.error_at(t.line, m);
-        let workflow = Workflow::from_file(&trigger.workflow).map_err(|e| at(e.0))?;
-        let base = trigger.workflow.parent().unwrap_or(Path::new("."));
-        let routes = resolve_routes(
-            &workflow,
-            base,
-            &config.policy,
-            runtime.module_registry(),
-            |_, _| Ok(()),
-        )
-        .await
-        .map_err(|e| at(e.0))?;
+        let (workflow, routes) = trigger_workflow(config, runtime, t).await?;
         let group = trigger_group(&workflow).map_err(at)?;
         let (workflow, routes) = (Arc::new(workflow), Arc::new(routes));
         let scheduler = scheduler.clone();

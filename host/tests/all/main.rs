@@ -20,6 +20,8 @@ mod guests;
 mod lattice_cluster;
 mod limits;
 mod load;
+#[path = "../support/padding.rs"]
+mod padding;
 mod plugin;
 mod plugin_python;
 mod policy;

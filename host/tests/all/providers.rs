@@ -340,22 +340,27 @@ async fn links_need_a_claim_and_calls_need_a_link() {
     rt.shutdown(Duration::from_secs(5)).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_http_client_reaches_only_allowed_hosts() {
+/// A server on a spare loopback port that answers every request with `response` (a whole
+/// HTTP/1.1 response) and closes.
+pub async fn upstream(response: &'static [u8]) -> std::net::SocketAddr {
     let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let allowed = upstream.local_addr().unwrap();
+    let addr = upstream.local_addr().unwrap();
     tokio::spawn(async move {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         while let Ok((mut s, _)) = upstream.accept().await {
             let mut buf = [0u8; 4096];
             let _ = s.read(&mut buf).await;
-            let _ = s
-                .write_all(
-                    b"HTTP/1.1 200 OK\r\ncontent-length: 8\r\nconnection: close\r\n\r\nupstream",
-                )
-                .await;
+            let _ = s.write_all(response).await;
         }
     });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_client_reaches_only_allowed_hosts() {
+    let allowed =
+        upstream(b"HTTP/1.1 200 OK\r\ncontent-length: 8\r\nconnection: close\r\n\r\nupstream")
+            .await;
     let rt = runtime();
     rt.load_actor(guest("probe")).await.unwrap();
     provider(&rt, "web", "httpclient", LinkConfig::new()).await;

@@ -16,30 +16,7 @@ use crate::registry::RegistryServer;
 /// signed as `name` with call alias `name`.
 fn padded_probe(name: &str, size: usize) -> Vec<u8> {
     let mut wasm = strip_jwt_sections(&guest("probe")).unwrap();
-    let leb = |mut n: usize, out: &mut Vec<u8>| {
-        loop {
-            let byte = (n & 0x7f) as u8;
-            n >>= 7;
-            if n == 0 {
-                out.push(byte);
-                break;
-            }
-            out.push(byte | 0x80);
-        }
-    };
-    let mut payload = Vec::with_capacity(size + 16);
-    leb(7, &mut payload);
-    payload.extend_from_slice(b"padding");
-    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
-    while payload.len() < size {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        payload.extend_from_slice(&x.to_le_bytes());
-    }
-    wasm.push(0);
-    leb(payload.len(), &mut wasm);
-    wasm.extend_from_slice(&payload);
+    crate::padding::pad(&mut wasm, size);
     let spec = ActorSpec {
         name: name.into(),
         caps: PROBE_CAPS.iter().map(|c| c.to_string()).collect(),

@@ -459,21 +459,11 @@ async fn wasi_steps_reach_over_http_only_what_the_link_and_the_template_allow() 
 
     use crate::providers::{call, link, provider, runtime, spare_port};
 
-    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let allowed = upstream.local_addr().unwrap();
-    tokio::spawn(async move {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        while let Ok((mut s, _)) = upstream.accept().await {
-            let mut buf = [0u8; 4096];
-            let _ = s.read(&mut buf).await;
-            let _ = s
-                .write_all(
-                    b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 8\r\n\
-                      connection: close\r\n\r\nupstream",
-                )
-                .await;
-        }
-    });
+    let allowed = crate::providers::upstream(
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 8\r\n\
+          connection: close\r\n\r\nupstream",
+    )
+    .await;
     let rt = runtime();
     rt.load_actor(guest("wasi-step")).await.unwrap();
     provider(&rt, "web", "httpclient", LinkConfig::new()).await;
