@@ -76,6 +76,7 @@ impl HostBuilder {
             providers: self.providers,
             enforcer: self.enforcer,
             actors: RwLock::new(BTreeMap::new()),
+            artifacts: std::sync::OnceLock::new(),
         })
     }
 }
@@ -87,6 +88,8 @@ pub struct Host {
     providers: Arc<dyn ProviderDispatch>,
     enforcer: Option<Enforcer>,
     actors: RwLock<BTreeMap<String, Arc<Actor>>>,
+    /// The artifact repository WASI steps' artifacts move through, when set.
+    artifacts: std::sync::OnceLock<Arc<sigil_providers::blobstore::StagingArea>>,
 }
 
 impl std::fmt::Debug for Host {
@@ -102,6 +105,17 @@ impl Host {
     /// A builder with default limits, an any-issuer policy and no providers.
     pub fn builder() -> HostBuilder {
         HostBuilder::default()
+    }
+
+    /// Sets the artifact repository through which the host moves WASI steps' input and
+    /// output artifacts (once; later calls are ignored).
+    pub fn set_artifact_store(&self, store: Arc<sigil_providers::blobstore::StagingArea>) {
+        let _ = self.artifacts.set(store);
+    }
+
+    /// The artifact repository of WASI steps, when set.
+    pub fn artifact_store(&self) -> Option<&Arc<sigil_providers::blobstore::StagingArea>> {
+        self.artifacts.get()
     }
 
     /// The engine.
@@ -283,6 +297,7 @@ impl Host {
                     actor.name(),
                     operation,
                     payload,
+                    self.artifacts.get().map(|a| &**a),
                 )
                 .instrument(span)
                 .await

@@ -6,8 +6,10 @@
 //! `/work/result.json` and exits. The directory is removed when the run ends. See
 //! `docs/wasi-steps.md` for the contract and where Sigil differs from the plugin.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+use sigil_providers::blobstore::StagingArea;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -39,6 +41,14 @@ pub struct PluginRequest {
         skip_serializing_if = "Option::is_none"
     )]
     pub allowed_hosts: Option<Vec<String>>,
+    /// Where the module's output artifacts go in the artifact repository: the key prefix
+    /// of `<prefix>/<name>`. The Argo endpoint sets it when it has an artifact store.
+    #[serde(
+        default,
+        rename = "sigil_artifacts",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub artifacts: Option<String>,
 }
 
 /// The most of a module's stdout and of its stderr kept (the end of each).
@@ -171,11 +181,12 @@ pub async fn run_step(
     program: &str,
     operation: &str,
     payload: &[u8],
+    store: Option<&StagingArea>,
 ) -> Result<Vec<u8>, InvocationError> {
     let plugin = operation == PLUGIN_OPERATION;
     // A Sigil step may reach what its link allows; a plugin template only the hosts it
     // lists too (none: no HTTP).
-    let (invocation, http) = if plugin {
+    let (invocation, http, prefix) = if plugin {
         let request = rmp_serde::from_slice::<PluginRequest>(payload).map_err(|e| {
             InvocationError::Protocol {
                 message: format!("not the plugin's input document: {e}"),
@@ -185,13 +196,13 @@ pub async fn run_step(
             allowed_hosts: Some(request.allowed_hosts.unwrap_or_default()),
             max_open: 8,
         };
-        (request.document, grant)
+        (request.document, grant, request.artifacts)
     } else {
         let grant = HttpGrant {
             allowed_hosts: None,
             max_open: 8,
         };
-        (invocation_of_request(operation, payload)?, grant)
+        (invocation_of_request(operation, payload)?, grant, None)
     };
     let dir = tempfile::Builder::new()
         .prefix("sigil-wasi-")
@@ -208,6 +219,7 @@ pub async fn run_step(
     })?;
     std::fs::write(work.join("input.json"), input)
         .map_err(|e| io("write", &work.join("input.json"), e))?;
+    stage_inputs(store, work, &invocation.artifacts).await?;
 
     let run = WasiRun {
         work_dir: work.to_path_buf(),
@@ -227,7 +239,16 @@ pub async fn run_step(
             stderr: exit.stderr.text(),
         });
     }
-    let result = read_result(work, engine.config().limits.max_response)?;
+    let mut result = read_result(work, engine.config().limits.max_response)?;
+    if plugin && result.phase == StepPhase::Succeeded {
+        collect_outputs(
+            store,
+            work,
+            prefix.as_deref(),
+            &mut result.outputs.artifacts,
+        )
+        .await?;
+    }
     drop(dir);
     if plugin {
         return rmp_serde::to_vec_named(&result).map_err(|e| InvocationError::Protocol {
@@ -254,6 +275,140 @@ pub async fn run_step(
             })
         }
     }
+}
+
+/// An artifact's path inside its directory (`artifacts-in/` or `artifacts-out/`): its
+/// `path` without the leading `/`, refused when empty or when it would leave the directory.
+fn artifact_path(artifact: &ArtifactRef) -> Result<PathBuf, String> {
+    let path = artifact.path.trim_start_matches('/');
+    let bad = path.is_empty()
+        || path
+            .split('/')
+            .any(|segment| matches!(segment, "" | "." | ".."));
+    if bad {
+        return Err(format!(
+            "artifact `{}` has path {:?}; give a relative file path inside its directory, \
+             without `.` or `..` segments, like \"result.txt\"",
+            artifact.name, artifact.path
+        ));
+    }
+    Ok(PathBuf::from(path))
+}
+
+/// The object key of an output artifact: `<prefix>/<name>`, the name made safe for a key.
+fn output_key(prefix: &str, name: &str) -> String {
+    let safe: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(128)
+        .collect();
+    let safe = match safe.as_str() {
+        "" | "." | ".." => "artifact".to_string(),
+        _ => safe,
+    };
+    format!("{prefix}/{safe}")
+}
+
+/// Downloads each input artifact from the artifact repository into
+/// `/work/artifacts-in/<path>`, before the module runs.
+async fn stage_inputs(
+    store: Option<&StagingArea>,
+    work: &Path,
+    artifacts: &[ArtifactRef],
+) -> Result<(), InvocationError> {
+    let failed = |message: String| InvocationError::Instantiate { message };
+    for artifact in artifacts {
+        let name = &artifact.name;
+        let Some(store) = store else {
+            return Err(failed(format!(
+                "input artifact `{name}`: this host has no artifact store to fetch it from; \
+                 give it the Argo endpoint's store as [workflows.artifacts] (or [argo.artifacts])"
+            )));
+        };
+        let Some(s3) = &artifact.s3 else {
+            return Err(failed(format!(
+                "input artifact `{name}` has no s3.key: WASI steps take their input artifacts \
+                 from the artifact repository"
+            )));
+        };
+        let relative = artifact_path(artifact).map_err(|e| failed(format!("input {e}")))?;
+        let path = work.join("artifacts-in").join(&relative);
+        if let Some(parent) = path.parent() {
+            tokio::fs::create_dir_all(parent)
+                .await
+                .map_err(|e| io("make", parent, e))?;
+        }
+        let mut file = tokio::fs::File::create(&path)
+            .await
+            .map_err(|e| io("create", &path, e))?;
+        let size = store
+            .download(&s3.key, &mut file)
+            .await
+            .map_err(|e| failed(format!("input artifact `{name}`: {e}")))?;
+        tracing::debug!(artifact = %name, key = %s3.key, size, "input artifact staged");
+    }
+    Ok(())
+}
+
+/// Uploads each output artifact the result lists from `/work/artifacts-out/<path>` to
+/// `<prefix>/<name>` in the artifact repository, and records that key in the result (as
+/// the Argo Wasm plugin answers them). The module wrote that directory, so each file is
+/// opened through `cap-std`, which refuses a path or a symbolic link that leads out of
+/// it.
+async fn collect_outputs(
+    store: Option<&StagingArea>,
+    work: &Path,
+    prefix: Option<&str>,
+    artifacts: &mut [ArtifactRef],
+) -> Result<(), InvocationError> {
+    let failed = |message: String| InvocationError::StepResult { message };
+    if artifacts.is_empty() {
+        return Ok(());
+    }
+    let (Some(store), Some(prefix)) = (store, prefix) else {
+        return Err(failed(format!(
+            "the module reports output artifact `{}`, but no artifact store takes it: give \
+             the Argo endpoint [argo.artifacts] and this host the same store",
+            artifacts[0].name
+        )));
+    };
+    let out = work.join("artifacts-out");
+    let dir = cap_std::fs::Dir::open_ambient_dir(&out, cap_std::ambient_authority())
+        .map_err(|e| failed(format!("cannot open /work/artifacts-out: {e}")))?;
+    for artifact in artifacts.iter_mut() {
+        let name = artifact.name.clone();
+        let relative = artifact_path(artifact).map_err(|e| failed(format!("output {e}")))?;
+        let shown = format!("/work/artifacts-out/{}", relative.display());
+        let file = dir.open(&relative).map_err(|e| {
+            failed(format!(
+                "output artifact `{name}`: cannot open {shown}: {e} (write the file there \
+                 before exiting)"
+            ))
+        })?;
+        let meta = file
+            .metadata()
+            .map_err(|e| failed(format!("output artifact `{name}`: {shown}: {e}")))?;
+        if !meta.is_file() {
+            return Err(failed(format!(
+                "output artifact `{name}`: {shown} is not a file"
+            )));
+        }
+        let mut file = tokio::fs::File::from_std(file.into_std());
+        let key = output_key(prefix, &name);
+        let size = store
+            .upload(&mut file, &key)
+            .await
+            .map_err(|e| failed(format!("output artifact `{name}`: {e}")))?;
+        tracing::debug!(artifact = %name, %key, size, "output artifact stored");
+        artifact.s3 = Some(S3Artifact { key });
+    }
+    Ok(())
 }
 
 /// Where runs' `/work` directories are made: `$SIGIL_WORK_DIR`, else `/dev/shm` (memory,
@@ -339,6 +494,63 @@ mod tests {
             e.to_string().contains("object of parameter name to value"),
             "{e}"
         );
+    }
+
+    #[tokio::test]
+    async fn output_artifacts_are_taken_only_from_inside_artifacts_out() {
+        let repo = tempfile::tempdir().unwrap();
+        let config = sigil_providers::LinkConfig::new().with("root", repo.path().to_str().unwrap());
+        let store = StagingArea::open("fs", &config).unwrap();
+        let work = tempfile::tempdir().unwrap();
+        let out = work.path().join("artifacts-out");
+        std::fs::create_dir_all(out.join("sub")).unwrap();
+        std::fs::write(work.path().join("input.json"), b"host side").unwrap();
+        std::fs::write(out.join("sub/ok.txt"), b"ok").unwrap();
+        std::os::unix::fs::symlink(work.path().join("input.json"), out.join("abs")).unwrap();
+        std::os::unix::fs::symlink("../input.json", out.join("rel")).unwrap();
+        let artifact = |name: &str, path: &str| ArtifactRef {
+            name: name.into(),
+            path: path.into(),
+            s3: None,
+        };
+        async fn collect_in(
+            work: &Path,
+            mut artifacts: Vec<ArtifactRef>,
+            store: Option<&StagingArea>,
+        ) -> Result<Vec<ArtifactRef>, InvocationError> {
+            collect_outputs(store, work, Some("wf/run-1"), &mut artifacts)
+                .await
+                .map(|()| artifacts)
+        }
+        let collect = |artifacts, store| collect_in(work.path(), artifacts, store);
+
+        let done = collect(vec![artifact("ok file", "/sub/ok.txt")], Some(&store))
+            .await
+            .unwrap();
+        assert_eq!(done[0].s3.as_ref().unwrap().key, "wf/run-1/ok-file");
+        assert_eq!(store.read("wf/run-1/ok-file").await.unwrap(), b"ok");
+
+        for (name, path, expected) in [
+            ("abs", "abs", "cannot open /work/artifacts-out/abs"),
+            ("rel", "rel", "cannot open /work/artifacts-out/rel"),
+            ("up", "../input.json", "`..` segments"),
+            ("dir", "sub", "is not a file"),
+            ("none", "missing", "write the file there"),
+        ] {
+            let e = collect(vec![artifact(name, path)], Some(&store))
+                .await
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(&format!("artifact `{name}`")) && e.contains(expected),
+                "{name}: {e}"
+            );
+        }
+        let e = collect(vec![artifact("ok", "sub/ok.txt")], None)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no artifact store"), "{e}");
     }
 
     #[test]

@@ -332,31 +332,38 @@ impl Plugin {
                     value: p.value.clone().unwrap_or(Value::Null),
                 })
                 .collect(),
-            artifacts: template
-                .inputs
-                .artifacts
-                .iter()
-                .filter_map(|a| serde_json::from_value(a.clone()).ok())
-                .collect(),
+            artifacts: match self.wasm_inputs(template) {
+                Ok(artifacts) => artifacts,
+                Err(e) => return failed(e),
+            },
         };
         let allowed_hosts = plugin
             .permissions
             .as_ref()
             .and_then(|p| p.pointer("/http/allowed_hosts"))
             .and_then(|h| serde_json::from_value::<Vec<String>>(h.clone()).ok());
-        let plugin_request = crate::wasi::PluginRequest {
+        let mut plugin_request = crate::wasi::PluginRequest {
             document: invocation,
             allowed_hosts,
+            artifacts: None,
         };
+        let key = format!(
+            "{}/{}/wasm/{reference}/{}",
+            request.workflow.metadata.uid,
+            template.name,
+            serde_json::to_string(&plugin_request).unwrap_or_default()
+        );
+        let id = format!("argo-{}", &blake3::hash(key.as_bytes()).to_hex()[..32]);
+        // With a store, the host that runs the step moves the artifacts: inputs from their
+        // keys, outputs to keys under this run's prefix.
+        if self.artifacts.is_some() {
+            plugin_request.artifacts =
+                Some(format!("{}/{id}", tidy(&request.workflow.metadata.name)));
+        }
         let input = match serde_json::to_value(&plugin_request) {
             Ok(v) => v,
             Err(e) => return failed(e.to_string()),
         };
-        let key = format!(
-            "{}/{}/wasm/{reference}/{input}",
-            request.workflow.metadata.uid, template.name
-        );
-        let id = format!("argo-{}", &blake3::hash(key.as_bytes()).to_hex()[..32]);
         let spec = WorkflowSpec {
             version: crate::workflow::spec::VERSION,
             name: tidy(&template.name),
@@ -402,6 +409,35 @@ impl Plugin {
             Some(Err(e)) => failed(format!("sigil run {id}: not a result document: {e}")),
             None => failed(format!("sigil run {id}: the step answered nothing")),
         }
+    }
+
+    /// The input artifacts of a `plugin.wasm` template, as the input document lists them:
+    /// each must be in the artifact store's bucket under an S3 key, since the host that
+    /// runs the step fetches it from there into `/work/artifacts-in/`.
+    fn wasm_inputs(&self, template: &Template) -> Result<Vec<crate::wasi::ArtifactRef>, String> {
+        let mut artifacts = Vec::new();
+        for a in &template.inputs.artifacts {
+            let name = a.get("name").and_then(Value::as_str).unwrap_or("?");
+            let artifact: crate::wasi::ArtifactRef =
+                serde_json::from_value(a.clone()).map_err(|e| {
+                    format!("input artifact `{name}`: {e}; it needs name, path and s3.key")
+                })?;
+            if artifact.s3.is_none() {
+                return Err(format!(
+                    "input artifact `{name}`: plugin.wasm templates take S3 artifacts (s3.key) \
+                     from the artifact repository"
+                ));
+            }
+            let Some(store) = &self.artifacts else {
+                return Err(format!(
+                    "input artifact `{name}`: this host has no artifact store to fetch it \
+                     from; configure [argo.artifacts]"
+                ));
+            };
+            check_bucket(store, name, a)?;
+            artifacts.push(artifact);
+        }
+        Ok(artifacts)
     }
 
     /// Links the module of a `plugin.wasm` step to the configured HTTP client provider

@@ -259,6 +259,9 @@ pub struct WorkflowSettings {
     pub no_host_timeout: Duration,
     /// Subjects that start a run per message.
     pub triggers: Vec<Located<Trigger>>,
+    /// `[workflows.artifacts]`: the artifact repository WASI steps' artifacts move
+    /// through on this host (else `[argo.artifacts]`).
+    pub artifacts: Option<Arc<StagingArea>>,
 }
 
 impl Default for WorkflowSettings {
@@ -273,6 +276,7 @@ impl Default for WorkflowSettings {
             replicas: 1,
             no_host_timeout: Duration::from_secs(30),
             triggers: Vec::new(),
+            artifacts: None,
         }
     }
 }
@@ -365,6 +369,7 @@ struct RawWorkflows {
     max_concurrent: Option<usize>,
     replicas: Option<Spanned<i64>>,
     no_host_timeout: Option<Spanned<String>>,
+    artifacts: Option<BTreeMap<String, Value>>,
     #[serde(default)]
     triggers: Vec<Spanned<RawTrigger>>,
 }
@@ -548,6 +553,37 @@ impl Source<'_> {
             message: message.into(),
         }
     }
+}
+
+/// An artifact repository table (`[argo.artifacts]`, `[workflows.artifacts]`): `kind`
+/// `s3` or `fs` and the blob-store keys of that kind; `fs` roots are relative to the file.
+fn staging_area(
+    mut table: BTreeMap<String, Value>,
+    section: &str,
+    source: &Source<'_>,
+    resolve: &dyn Fn(&Path) -> PathBuf,
+) -> Result<Arc<StagingArea>, ConfigError> {
+    let kind = table.remove("kind").map(Value::into_string);
+    let mut config = to_link_config(table);
+    if kind.as_deref() == Some("fs")
+        && let Some(root) = config.0.get_mut("root")
+    {
+        *root = resolve(Path::new(root.as_str())).display().to_string();
+    }
+    let area = match kind.as_deref() {
+        Some(kind @ ("s3" | "fs")) => StagingArea::open(kind, &config),
+        _ => Err(ProviderError::Config(format!(
+            "[{section}] needs kind = \"s3\" (Argo's artifact repository bucket) or kind = \"fs\""
+        ))),
+    };
+    area.map(Arc::new).map_err(|e| {
+        let message = e.to_string();
+        let key = source
+            .lines
+            .named_in(&message, section)
+            .unwrap_or_else(|| section.into());
+        source.at(&key, format!("[{section}]: {message}"))
+    })
 }
 
 impl HostConfig {
@@ -997,6 +1033,14 @@ impl HostConfig {
                 ));
             }
         }
+        if let Some(table) = raw_wf.artifacts {
+            workflows.artifacts = Some(staging_area(
+                table,
+                "workflows.artifacts",
+                &source,
+                &resolve,
+            )?);
+        }
         for t in raw_wf.triggers {
             let line = source.line_of(t.span().start);
             let t = t.into_inner();
@@ -1043,31 +1087,7 @@ impl HostConfig {
                 };
                 let artifacts = match a.artifacts {
                     None => None,
-                    Some(mut table) => {
-                        let kind = table.remove("kind").map(Value::into_string);
-                        let mut config = to_link_config(table);
-                        if kind.as_deref() == Some("fs")
-                            && let Some(root) = config.0.get_mut("root")
-                        {
-                            *root = resolve(Path::new(root.as_str())).display().to_string();
-                        }
-                        let area = match kind.as_deref() {
-                            Some(kind @ ("s3" | "fs")) => StagingArea::open(kind, &config),
-                            _ => Err(ProviderError::Config(
-                                "[argo.artifacts] needs kind = \"s3\" (Argo's artifact \
-                                 repository bucket) or kind = \"fs\""
-                                    .into(),
-                            )),
-                        };
-                        Some(Arc::new(area.map_err(|e| {
-                            let message = e.to_string();
-                            let key = source
-                                .lines
-                                .named_in(&message, "argo.artifacts")
-                                .unwrap_or_else(|| "argo.artifacts".into());
-                            source.at(&key, format!("[argo.artifacts]: {message}"))
-                        })?))
-                    }
+                    Some(table) => Some(staging_area(table, "argo.artifacts", &source, &resolve)?),
                 };
                 let wasm_http = match a.http_provider.filter(|p| !p.is_empty()) {
                     None if !a.http_allow.is_empty() => {

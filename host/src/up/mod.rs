@@ -273,6 +273,14 @@ async fn runtime_with_actors(config: &HostConfig) -> Result<Arc<Runtime>, Config
         })?;
 
     runtime.set_module_registry(module_registry(config)?);
+    let artifacts = config
+        .workflows
+        .artifacts
+        .clone()
+        .or_else(|| config.argo.as_ref().and_then(|a| a.artifacts.clone()));
+    if let Some(store) = artifacts {
+        runtime.host().set_artifact_store(store);
+    }
     for actor in &config.actors {
         let source = &actor.value;
         runtime.start_actor(source).await.map_err(|e| {

@@ -863,8 +863,16 @@ impl Scheduler {
             Ok(Some((Recorded::Retry(delay), _))) => {
                 let _ = delivery.nak(delay).await;
             }
-            Ok(Some((Recorded::Stale, _))) | Ok(None) => {
+            Ok(Some((Recorded::Stale, _))) => {
                 let _ = delivery.ack().await;
+            }
+            Ok(None) => {
+                // The run was there when the step was claimed: a read that finds nothing
+                // now may come from a copy of the store that has not caught up (a new
+                // leader after a node died). Acknowledging would lose the result; the
+                // redelivery reads again, and drops the message if the run is truly gone.
+                tracing::warn!(run = %msg.run, step = %msg.step, "the run was not found when recording the step's result; it will be redelivered");
+                let _ = delivery.nak(Duration::from_secs(1)).await;
             }
             Err(e) => {
                 // Not acknowledged: the queue redelivers it, and the claim sees our token.

@@ -176,21 +176,7 @@ fn an_unchanged_plugin_wasm_template_runs_a_module_from_a_registry() {
 
     let registry = RegistryServer::plain();
     let dir = tempfile::tempdir().unwrap();
-    let module = dir.path().join("greet.wasm");
-    std::fs::write(&module, guest("wasi-step")).unwrap();
-    let reference = format!("{}/argo/greet:1", registry.host);
-    let pushed = std::process::Command::new(env!("CARGO_BIN_EXE_sigil"))
-        .args(["push"])
-        .arg(&module)
-        .args([
-            &format!("oci://{reference}"),
-            "--insecure-registry",
-            &registry.host,
-        ])
-        .env_remove("SIGIL_REGISTRY_INSECURE")
-        .output()
-        .unwrap();
-    assert!(pushed.status.success(), "{pushed:?}");
+    let reference = push_wasi_step(&registry, dir.path());
 
     let argo = spare_port();
     let config = dir.path().join("host.toml");
@@ -299,6 +285,145 @@ fn an_unchanged_plugin_wasm_template_runs_a_module_from_a_registry() {
     let message = answer["node"]["message"].as_str().unwrap();
     assert!(
         message.contains("registry registry.invalid:5000 is not one this host lists"),
+        "{message}"
+    );
+}
+
+/// Pushes the test WASI step to `registry` as `argo/greet:1`; answers its reference.
+fn push_wasi_step(registry: &crate::registry::RegistryServer, dir: &std::path::Path) -> String {
+    let module = dir.join("greet.wasm");
+    std::fs::write(&module, guest("wasi-step")).unwrap();
+    let reference = format!("{}/argo/greet:1", registry.host);
+    let pushed = std::process::Command::new(env!("CARGO_BIN_EXE_sigil"))
+        .args(["push"])
+        .arg(&module)
+        .args([
+            &format!("oci://{reference}"),
+            "--insecure-registry",
+            &registry.host,
+        ])
+        .env_remove("SIGIL_REGISTRY_INSECURE")
+        .output()
+        .unwrap();
+    assert!(pushed.status.success(), "{pushed:?}");
+    reference
+}
+
+#[test]
+fn a_plugin_wasm_templates_artifacts_move_through_s3() {
+    use crate::providers::{spare_port, wait_for_port};
+    use crate::registry::RegistryServer;
+    use crate::workflow_http::{TOKEN, argo_request, execute_on, s3_bucket, sigil_up};
+    use sigil_providers::LinkConfig;
+    use sigil_providers::blobstore::StagingArea;
+
+    let registry = RegistryServer::plain();
+    let dir = tempfile::tempdir().unwrap();
+    let reference = push_wasi_step(&registry, dir.path());
+    let (endpoint, bucket) = s3_bucket("wasi");
+    let store = StagingArea::open(
+        "s3",
+        &LinkConfig::new()
+            .with("endpoint", endpoint.as_str())
+            .with("bucket", bucket.as_str())
+            .with("access_key_id", "test")
+            .with("secret_access_key", "test"),
+    )
+    .unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    // What an earlier Argo step left in the artifact repository: a document, and a
+    // 3 MiB one that crosses the upload's part size.
+    let big: Vec<u8> = (0..3 << 20).map(|i: u32| (i % 251) as u8).collect();
+    rt.block_on(store.write("wf-1/producer/doc.txt", b"hello artifact".to_vec()))
+        .unwrap();
+    rt.block_on(store.write("wf-1/producer/big.bin", big.clone()))
+        .unwrap();
+
+    let argo = spare_port();
+    let config = dir.path().join("host.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[host]\nadmin_address = \"off\"\n\n[argo]\naddress = \"127.0.0.1:{argo}\"\n\
+             token = \"{TOKEN}\"\nartifacts = {{ kind = \"s3\", endpoint = \"{endpoint}\", \
+             bucket = \"{bucket}\", access_key_id = \"test\", secret_access_key = \"test\" }}\n\n\
+             [[registries]]\nhost = \"{}\"\ninsecure = true\n",
+            registry.host
+        ),
+    )
+    .unwrap();
+    let _host = sigil_up(dir.path(), &config);
+    wait_for_port(argo);
+    let at = ([127, 0, 0, 1], argo).into();
+
+    // As Argo sends a template with input artifacts: the module copies each from
+    // /work/artifacts-in/<path> to /work/artifacts-out/<path> and lists it as an output.
+    let template = |artifacts: Value| {
+        json!({
+            "name": "copy",
+            "inputs": {
+                "parameters": [{ "name": "name", "value": "files" }],
+                "artifacts": artifacts,
+            },
+            "outputs": {},
+            "metadata": {},
+            "plugin": { "wasm": { "module": { "oci": reference } } },
+        })
+    };
+    let (status, answer) = execute_on(
+        at,
+        Some(TOKEN),
+        &argo_request(
+            "uid-art-1",
+            template(json!([
+                { "name": "doc", "path": "/docs/doc.txt", "s3": { "key": "wf-1/producer/doc.txt" } },
+                { "name": "big", "path": "big.bin", "s3": { "key": "wf-1/producer/big.bin" } },
+            ])),
+        ),
+    );
+    assert_eq!(status, 200);
+    assert_eq!(answer["node"]["phase"], "Succeeded", "{answer}");
+    let outputs = answer["node"]["outputs"]["artifacts"].as_array().unwrap();
+    assert_eq!(outputs.len(), 2, "{answer}");
+    let mut read = Vec::new();
+    for (output, name) in outputs.iter().zip(["doc", "big"]) {
+        assert_eq!(output["name"], name);
+        let key = output["s3"]["key"].as_str().unwrap();
+        assert!(key.starts_with("hello-abc12/argo-"), "{key}");
+        assert!(key.ends_with(&format!("/{name}")), "{key}");
+        read.push(rt.block_on(store.read(key)).unwrap());
+    }
+    assert_eq!(read[0], b"hello artifact");
+    assert!(read[1] == big, "the 3 MiB artifact came back changed");
+
+    // Refusals, each naming the artifact: a missing object, an artifact of another
+    // bucket, one without an S3 key, and a path out of the artifacts directory.
+    let refused = |uid: &str, artifacts: Value| {
+        let (_, answer) = execute_on(at, Some(TOKEN), &argo_request(uid, template(artifacts)));
+        assert_eq!(answer["node"]["phase"], "Failed", "{answer}");
+        answer["node"]["message"].as_str().unwrap().to_string()
+    };
+    let message = refused(
+        "uid-art-2",
+        json!([{ "name": "doc", "path": "d", "s3": { "key": "wf-1/none.txt" } }]),
+    );
+    assert!(
+        message.contains("input artifact `doc`") && message.contains("does not exist"),
+        "{message}"
+    );
+    let message = refused(
+        "uid-art-3",
+        json!([{ "name": "doc", "path": "d", "s3": { "bucket": "other", "key": "k" } }]),
+    );
+    assert!(message.contains("bucket `other`"), "{message}");
+    let message = refused("uid-art-4", json!([{ "name": "doc", "path": "d" }]));
+    assert!(message.contains("S3 artifacts"), "{message}");
+    let message = refused(
+        "uid-art-5",
+        json!([{ "name": "doc", "path": "../../etc/x", "s3": { "key": "wf-1/producer/doc.txt" } }]),
+    );
+    assert!(
+        message.contains("artifact `doc`") && message.contains("`..` segments"),
         "{message}"
     );
 }

@@ -256,7 +256,7 @@ fn the_admin_api_starts_follows_and_cancels_runs() {
 
 /// The shared S3 test server (moto on 127.0.0.1:9000, started with `.ci/start-s3` when
 /// nothing answers there), with a new bucket: its endpoint and the bucket.
-fn s3_bucket(tag: &str) -> (String, String) {
+pub(crate) fn s3_bucket(tag: &str) -> (String, String) {
     use std::io::{Read, Write};
     let addr: SocketAddr = ([127, 0, 0, 1], 9000).into();
     if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {

@@ -153,6 +153,70 @@ impl StagingArea {
         Ok(size)
     }
 
+    /// Streams the object at `key` (relative to the bucket or directory) into `to`;
+    /// answers its size. A missing object fails naming the key.
+    pub async fn download(
+        &self,
+        key: &str,
+        to: &mut (impl tokio::io::AsyncWrite + Unpin),
+    ) -> Result<u64, ProviderError> {
+        use futures::StreamExt;
+        use tokio::io::AsyncWriteExt;
+        let path = Self::key(key)?;
+        let what = format!("artifact `{key}`");
+        let result = match self.backend.store.get(&path).await {
+            Ok(result) => result,
+            Err(object_store::Error::NotFound { .. }) => {
+                return Err(ProviderError::Failed(format!(
+                    "{what} does not exist in {}",
+                    self.backend.location
+                )));
+            }
+            Err(e) => return Err(self.backend.error(&format!("reading {what}"), &e)),
+        };
+        let mut chunks = result.into_stream();
+        let mut size = 0u64;
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk.map_err(|e| self.backend.error(&format!("reading {what}"), &e))?;
+            to.write_all(&chunk)
+                .await
+                .map_err(|e| ProviderError::Failed(format!("writing {what} down: {e}")))?;
+            size += chunk.len() as u64;
+        }
+        to.flush()
+            .await
+            .map_err(|e| ProviderError::Failed(format!("writing {what} down: {e}")))?;
+        Ok(size)
+    }
+
+    /// Streams `from` to the object at `key` (in parts when it is large: object_store's
+    /// buffered writer turns into a multipart upload past its buffer); answers its size.
+    pub async fn upload(
+        &self,
+        from: &mut (impl tokio::io::AsyncRead + Unpin),
+        key: &str,
+    ) -> Result<u64, ProviderError> {
+        use tokio::io::AsyncWriteExt;
+        let path = Self::key(key)?;
+        let what = format!("artifact `{key}`");
+        let mut writer = object_store::buffered::BufWriter::new(self.backend.store.clone(), path);
+        let copied = tokio::io::copy(from, &mut writer).await;
+        let size = match copied {
+            Ok(size) => size,
+            Err(e) => {
+                let _ = writer.abort().await;
+                return Err(ProviderError::Failed(format!("uploading {what}: {e}")));
+            }
+        };
+        writer.shutdown().await.map_err(|e| {
+            ProviderError::Failed(format!(
+                "uploading {what} to {}: {e}",
+                self.backend.location
+            ))
+        })?;
+        Ok(size)
+    }
+
     /// Reads a whole object at `key`, for tests and tools.
     pub async fn read(&self, key: &str) -> Result<Vec<u8>, ProviderError> {
         let path = Self::key(key)?;

@@ -66,6 +66,9 @@ fn main() {
                 let to = format!("/work/artifacts-out/{path}");
                 match std::fs::read(&from) {
                     Ok(bytes) => {
+                        if let Some(parent) = std::path::Path::new(&to).parent() {
+                            let _ = std::fs::create_dir_all(parent);
+                        }
                         let _ = std::fs::write(&to, bytes);
                         artifacts.push(json!({ "name": a["name"], "path": a["path"] }));
                     }
