@@ -59,6 +59,7 @@ pub struct InvocationGuard {
     host: Arc<HostInfo>,
     actor: ActorRef,
     cache: Mutex<Cache>,
+    denials: Arc<super::DenialLog>,
 }
 
 impl std::fmt::Debug for InvocationGuard {
@@ -89,12 +90,14 @@ impl InvocationGuard {
         decider: Arc<dyn PolicyDecider>,
         host: Arc<HostInfo>,
         actor: ActorRef,
+        denials: Arc<super::DenialLog>,
     ) -> Self {
         InvocationGuard {
             decider,
             host,
             actor,
             cache: Mutex::new(Cache::default()),
+            denials,
         }
     }
 
@@ -240,6 +243,18 @@ impl InvocationGuard {
                     operation = call.operation,
                     %reason,
                     "policy denied"
+                );
+                self.denials.record(
+                    DecisionPoint::Invoke,
+                    format!(
+                        "{} {} (link `{}`) of actor {} ({})",
+                        call.namespace,
+                        call.operation,
+                        call.binding,
+                        self.actor.name,
+                        self.actor.subject
+                    ),
+                    &reason,
                 );
                 Err(format!(
                     "{} {} (link `{}`) denied by policy for actor {} ({}): {reason}",

@@ -400,6 +400,77 @@ pub struct PolicyDenied {
 pub struct Enforcer {
     decider: Arc<dyn PolicyDecider>,
     host: Arc<HostInfo>,
+    denials: Arc<DenialLog>,
+}
+
+/// A policy denial, as kept for operators.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Denial {
+    /// When (Unix milliseconds).
+    pub at_ms: u64,
+    /// The decision point: `start`, `link` or `invoke`.
+    pub point: String,
+    /// What was denied.
+    pub what: String,
+    /// Why, as the policy said.
+    pub reason: String,
+}
+
+/// The most recent policy denials of a host (at most [`DenialLog::KEEP`]), and a feed of
+/// new ones.
+#[derive(Debug)]
+pub struct DenialLog {
+    recent: std::sync::Mutex<std::collections::VecDeque<Denial>>,
+    feed: tokio::sync::broadcast::Sender<Denial>,
+}
+
+impl Default for DenialLog {
+    fn default() -> Self {
+        DenialLog {
+            recent: std::sync::Mutex::default(),
+            feed: tokio::sync::broadcast::channel(64).0,
+        }
+    }
+}
+
+impl DenialLog {
+    /// How many denials are kept.
+    pub const KEEP: usize = 200;
+
+    /// Records a denial.
+    pub fn record(&self, point: DecisionPoint, what: String, reason: &str) {
+        let denial = Denial {
+            at_ms: crate::workflow::state::now_ms(),
+            point: point.as_str().to_string(),
+            what,
+            reason: reason.to_string(),
+        };
+        let mut recent = self
+            .recent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if recent.len() == Self::KEEP {
+            recent.pop_front();
+        }
+        recent.push_back(denial.clone());
+        drop(recent);
+        let _ = self.feed.send(denial);
+    }
+
+    /// The denials kept, oldest first.
+    pub fn recent(&self) -> Vec<Denial> {
+        self.recent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    /// New denials from now on.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Denial> {
+        self.feed.subscribe()
+    }
 }
 
 impl std::fmt::Debug for Enforcer {
@@ -417,12 +488,18 @@ impl Enforcer {
         Enforcer {
             decider,
             host: Arc::new(host),
+            denials: Arc::default(),
         }
     }
 
     /// The decider.
     pub fn decider(&self) -> &Arc<dyn PolicyDecider> {
         &self.decider
+    }
+
+    /// The denials of this host's policy.
+    pub fn denials(&self) -> &Arc<DenialLog> {
+        &self.denials
     }
 
     /// The `start` decision for an actor with these verified claims (blocks for a remote
@@ -481,6 +558,7 @@ impl Enforcer {
             self.decider.clone(),
             self.host.clone(),
             actor_ref(actor, tags),
+            self.denials.clone(),
         )
     }
 
@@ -497,6 +575,7 @@ impl Enforcer {
             }
             Decision::Deny(reason) => {
                 tracing::warn!(point = point.as_str(), %what, %reason, "policy denied");
+                self.denials.record(point, what.clone(), &reason);
                 Err(PolicyDenied { what, reason })
             }
         }

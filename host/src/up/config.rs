@@ -259,6 +259,9 @@ pub struct WorkflowSettings {
     pub no_host_timeout: Duration,
     /// Subjects that start a run per message.
     pub triggers: Vec<Located<Trigger>>,
+    /// Workflow spec files this host offers to start by name (the admin API and the
+    /// dashboard); the modules their steps name by file are loaded.
+    pub specs: Vec<Located<PathBuf>>,
     /// `[workflows.artifacts]`: the artifact repository WASI steps' artifacts move
     /// through on this host (else `[argo.artifacts]`).
     pub artifacts: Option<Arc<StagingArea>>,
@@ -276,6 +279,7 @@ impl Default for WorkflowSettings {
             replicas: 1,
             no_host_timeout: Duration::from_secs(30),
             triggers: Vec::new(),
+            specs: Vec::new(),
             artifacts: None,
         }
     }
@@ -370,6 +374,8 @@ struct RawWorkflows {
     replicas: Option<Spanned<i64>>,
     no_host_timeout: Option<Spanned<String>>,
     artifacts: Option<BTreeMap<String, Value>>,
+    #[serde(default)]
+    specs: Vec<Spanned<String>>,
     #[serde(default)]
     triggers: Vec<Spanned<RawTrigger>>,
 }
@@ -1040,6 +1046,13 @@ impl HostConfig {
                 &source,
                 &resolve,
             )?);
+        }
+        for spec in raw_wf.specs {
+            let line = source.line_of(spec.span().start);
+            workflows.specs.push(Located {
+                line,
+                value: resolve(Path::new(spec.get_ref())),
+            });
         }
         for t in raw_wf.triggers {
             let line = source.line_of(t.span().start);

@@ -47,7 +47,7 @@ pub fn events_subject(lattice: &str, host: &str, kind: &str) -> String {
 }
 
 /// What a host reports about itself.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HostInfo {
     /// Its ID for this process (a server key, `N...`).
     pub id: String,
@@ -72,7 +72,7 @@ pub struct HostInfo {
 }
 
 /// One running actor.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ActorInfo {
     /// Its public key.
     pub subject: String,
@@ -90,10 +90,34 @@ pub struct ActorInfo {
     /// that runs (none for a module sent in a control request).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub module: Option<String>,
+    /// The account that signed it (`A...`), as verified.
+    #[serde(default)]
+    pub issuer: String,
+    /// The capability contracts its claims grant.
+    #[serde(default)]
+    pub caps: Vec<String>,
+    /// Its signed tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// When its claims were issued (Unix seconds).
+    #[serde(default)]
+    pub issued_at: u64,
+    /// When its claims expire (Unix seconds), if they do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<u64>,
+    /// When its claims become valid (Unix seconds), if set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<u64>,
+    /// The signed SHA-256 of its module.
+    #[serde(default)]
+    pub module_hash: String,
+    /// `actor` (waPC) or `wasi` (a WASI command module).
+    #[serde(default)]
+    pub kind: String,
 }
 
 /// One provider instance.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ProviderInfo {
     /// Its instance name.
     pub name: String,
@@ -108,7 +132,7 @@ pub struct ProviderInfo {
 }
 
 /// One link.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LinkInfo {
     /// The actor's public key.
     pub actor: String,
@@ -188,7 +212,7 @@ impl Command {
 }
 
 /// Something that happened on a host.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HostEvent {
     /// The host's ID.
     pub host: String,
@@ -201,6 +225,77 @@ pub struct HostEvent {
     pub at_ms: u64,
     /// What it concerns.
     pub detail: serde_json::Value,
+}
+
+/// What `runtime` reports about itself as host `id` (its inventory on the lattice).
+pub async fn inventory(
+    runtime: &Runtime,
+    id: &str,
+    name: &str,
+    labels: &BTreeMap<String, String>,
+    uptime: Duration,
+) -> HostInfo {
+    let status = runtime.status().await;
+    let actors = runtime
+        .host()
+        .actors()
+        .iter()
+        .map(|a| actor_info(runtime, a))
+        .collect();
+    HostInfo {
+        id: id.to_string(),
+        name: name.to_string(),
+        labels: labels.clone(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        uptime_ms: u64::try_from(uptime.as_millis()).unwrap_or(u64::MAX),
+        in_flight: status.in_flight,
+        draining: status.draining,
+        actors,
+        providers: status
+            .providers
+            .iter()
+            .map(|p| ProviderInfo {
+                name: p.name.clone(),
+                kind: p.kind.to_string(),
+                contract: p.contract_id.to_string(),
+                healthy: p.health.is_healthy(),
+                links: p.links,
+            })
+            .collect(),
+        links: runtime
+            .registry()
+            .links()
+            .iter()
+            .map(|l| LinkInfo {
+                actor: l.actor.subject.clone(),
+                contract: l.contract_id.clone(),
+                name: l.link_name.clone(),
+                provider: l.provider.clone(),
+            })
+            .collect(),
+    }
+}
+
+/// One running actor as reported: its verified claims, scale and module.
+pub fn actor_info(runtime: &Runtime, actor: &crate::Actor) -> ActorInfo {
+    let claims = actor.claims();
+    ActorInfo {
+        subject: actor.subject().to_string(),
+        name: actor.name().to_string(),
+        rev: claims.rev(),
+        ver: claims.ver().map(str::to_string),
+        call_alias: claims.call_alias().map(str::to_string),
+        max_concurrent: runtime.actor_scale(actor.subject()),
+        module: runtime.actor_origin(actor.subject()),
+        issuer: claims.issuer().to_string(),
+        caps: claims.capabilities().to_vec(),
+        tags: claims.tags().to_vec(),
+        issued_at: claims.issued_at(),
+        expires: claims.expires(),
+        not_before: claims.not_before(),
+        module_hash: claims.module_hash().to_string(),
+        kind: if actor.is_wasi() { "wasi" } else { "actor" }.to_string(),
+    }
 }
 
 /// A host serving the control interface.
@@ -318,55 +413,8 @@ impl ControlServer {
 
 impl Inner {
     async fn info(&self) -> HostInfo {
-        let status = self.runtime.status().await;
-        let actors = self
-            .runtime
-            .host()
-            .actors()
-            .iter()
-            .map(|a| ActorInfo {
-                subject: a.subject().to_string(),
-                name: a.name().to_string(),
-                rev: a.claims().rev(),
-                ver: a.claims().ver().map(str::to_string),
-                call_alias: a.claims().call_alias().map(str::to_string),
-                max_concurrent: self.runtime.actor_scale(a.subject()),
-                module: self.runtime.actor_origin(a.subject()),
-            })
-            .collect();
-        HostInfo {
-            id: self.id.clone(),
-            name: self.name.clone(),
-            labels: self.labels.clone(),
-            version: env!("CARGO_PKG_VERSION").to_string(),
-            uptime_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
-            in_flight: status.in_flight,
-            draining: status.draining,
-            actors,
-            providers: status
-                .providers
-                .iter()
-                .map(|p| ProviderInfo {
-                    name: p.name.clone(),
-                    kind: p.kind.to_string(),
-                    contract: p.contract_id.to_string(),
-                    healthy: p.health.is_healthy(),
-                    links: p.links,
-                })
-                .collect(),
-            links: self
-                .runtime
-                .registry()
-                .links()
-                .iter()
-                .map(|l| LinkInfo {
-                    actor: l.actor.subject.clone(),
-                    contract: l.contract_id.clone(),
-                    name: l.link_name.clone(),
-                    provider: l.provider.clone(),
-                })
-                .collect(),
-        }
+        let uptime = self.started.elapsed();
+        inventory(&self.runtime, &self.id, &self.name, &self.labels, uptime).await
     }
 
     async fn event(&self, kind: &str, detail: serde_json::Value) {

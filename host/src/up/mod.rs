@@ -16,6 +16,7 @@ pub mod runtime;
 pub mod workflows;
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,7 +37,7 @@ pub struct Running {
     pub admin_address: Option<SocketAddr>,
     /// The workflow service.
     pub workflows: workflows::WorkflowService,
-    admin: Option<ServerHandle>,
+    admin: Option<admin::AdminHandle>,
     argo: Option<ServerHandle>,
     /// Where the Argo executor plugin endpoint listens, if it does.
     pub argo_address: Option<SocketAddr>,
@@ -76,7 +77,7 @@ pub async fn start_with(
     config: &HostConfig,
     extra_actors: Vec<(String, Arc<[u8]>)>,
 ) -> Result<Running, ConfigError> {
-    let runtime = runtime_with_actors(config).await?;
+    let (runtime, library) = runtime_with_actors(config).await?;
 
     for (origin, bytes) in extra_actors {
         let actor = runtime
@@ -119,30 +120,6 @@ pub async fn start_with(
     }
 
     let workflows = workflows::start(&runtime, config, &builtins.bus).await?;
-
-    let (admin, admin_address) = match &config.admin_address {
-        None => (None, None),
-        Some(address) => {
-            let handle = admin::serve_config(
-                runtime.clone(),
-                config,
-                address,
-                workflows.scheduler.clone(),
-            )
-            .await
-            .map_err(|e| {
-                config.error_for(
-                    "host.admin_address",
-                    format!(
-                        "cannot serve the admin endpoint on {address}: {e}; pick another \
-                         admin_address or \"off\""
-                    ),
-                )
-            })?;
-            let bound = handle.local_addr();
-            (Some(handle), Some(bound))
-        }
-    };
 
     let (argo, argo_address) = match &config.argo {
         None => (None, None),
@@ -203,6 +180,60 @@ pub async fn start_with(
         _ => None,
     };
 
+    let (admin, admin_address) = match &config.admin_address {
+        None => (None, None),
+        Some(address) => {
+            let lattice = match (&config.lattice, &builtins.lattice) {
+                (Some(settings), Some(lattice)) => {
+                    let client = lattice.client().await.map_err(|e| {
+                        config.error_for("lattice.nats", format!("the admin endpoint: {e}"))
+                    })?;
+                    let cluster =
+                        nkeys::KeyPair::from_seed(&settings.cluster_seed).map_err(|e| {
+                            config
+                                .error_for("lattice.cluster_seed", format!("the cluster seed: {e}"))
+                        })?;
+                    control::ControlClient::new(
+                        client,
+                        &lattice.name,
+                        cluster,
+                        &settings.cluster_issuers,
+                    )
+                    .map(Arc::new)
+                    .ok()
+                }
+                _ => None,
+            };
+            let token = admin_token(config, &runtime)?;
+            let handle = admin::serve_admin(
+                runtime.clone(),
+                admin::AdminConfig {
+                    name: config.name.clone(),
+                    labels: config.labels.clone(),
+                    token,
+                    workflows: Some(workflows.scheduler.clone()),
+                    library,
+                    lattice,
+                    host_id: control.as_ref().map(|c| c.id().to_string()),
+                },
+                address,
+            )
+            .await
+            .map_err(|e| {
+                config.error_for(
+                    "host.admin_address",
+                    format!(
+                        "cannot serve the admin endpoint on {address}: {e}; pick another \
+                         admin_address or \"off\""
+                    ),
+                )
+            })?;
+            let bound = handle.local_addr();
+            tracing::info!(address = %bound, "admin endpoint and dashboard at http://{bound}/");
+            (Some(handle), Some(bound))
+        }
+    };
+
     Ok(Running {
         control,
         argo,
@@ -213,6 +244,49 @@ pub async fn start_with(
         admin,
         drain_timeout: config.drain_timeout,
     })
+}
+
+/// The admin token: the configured one, else one made for this start and written (mode
+/// 0600) to `<host name>.admin-token` in the host's cache directory, which the log names.
+fn admin_token(config: &HostConfig, runtime: &Runtime) -> Result<String, ConfigError> {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    if let Some(token) = &config.admin_token {
+        return Ok(token.clone());
+    }
+    let token = admin::generate_token();
+    let dir = runtime
+        .host()
+        .engine()
+        .cache_dir()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| std::env::temp_dir().join("sigil-admin"));
+    let file = dir.join(format!("{}.admin-token", config.name));
+    let written = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .and_then(|()| {
+            let _ = std::fs::remove_file(&file);
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&file)
+        })
+        .and_then(|mut f| f.write_all(token.as_bytes()));
+    written.map_err(|e| {
+        config.error_for(
+            "host.admin_token",
+            format!(
+                "no admin_token is set, and the generated one cannot be written to {}: {e}; \
+                 set admin_token",
+                file.display()
+            ),
+        )
+    })?;
+    tracing::info!(file = %file.display(), "no admin_token is set: changes through the admin endpoint need the token generated in this file");
+    Ok(token)
 }
 
 /// Creates the configuration's providers and adds them to `runtime`; answers them in the
@@ -260,7 +334,9 @@ pub fn module_registry(config: &HostConfig) -> Result<Arc<Registry>, ConfigError
 
 /// The runtime `config` asks for (engine, policy), with the configuration's actors
 /// loaded.
-async fn runtime_with_actors(config: &HostConfig) -> Result<Arc<Runtime>, ConfigError> {
+async fn runtime_with_actors(
+    config: &HostConfig,
+) -> Result<(Arc<Runtime>, Vec<workflows::StoredWorkflow>), ConfigError> {
     let enforcer = policy::enforcer(config).await?;
     let runtime = Runtime::with_enforcer(config.engine.clone(), config.policy.clone(), enforcer)
         .map_err(|e| {
@@ -296,7 +372,8 @@ async fn runtime_with_actors(config: &HostConfig) -> Result<Arc<Runtime>, Config
             )
         })?;
     }
-    Ok(runtime)
+    let library = workflows::load_library(config, &runtime).await?;
+    Ok((runtime, library))
 }
 
 /// What `sigil up --check` found in a configuration that passed.
@@ -325,7 +402,7 @@ pub async fn check(config: &HostConfig) -> Result<CheckReport, ConfigError> {
     // A check reads the policy files once; it does not watch them.
     config.policy_control.reload = None;
     let config = &config;
-    let runtime = runtime_with_actors(config).await?;
+    let (runtime, _) = runtime_with_actors(config).await?;
     let outcome = check_the_rest(config, &runtime).await;
     runtime.shutdown(Duration::ZERO).await;
     outcome

@@ -193,6 +193,72 @@ pub(super) async fn trigger_workflow(
     Ok((workflow, routes))
 }
 
+/// A workflow a host offers to start by name (`[workflows] specs`).
+#[derive(Debug, Clone)]
+pub struct StoredWorkflow {
+    /// Its spec file.
+    pub file: std::path::PathBuf,
+    /// The checked workflow.
+    pub workflow: Arc<Workflow>,
+    /// The route of each step.
+    pub routes: std::collections::HashMap<String, String>,
+}
+
+/// Reads the `[workflows] specs` and loads on `runtime` the modules their steps name by
+/// file or reference (once each), so that the host serves them; errors at the spec's line.
+pub(super) async fn load_library(
+    config: &HostConfig,
+    runtime: &Runtime,
+) -> Result<Vec<StoredWorkflow>, ConfigError> {
+    let mut library: Vec<StoredWorkflow> = Vec::new();
+    for spec in &config.workflows.specs {
+        let at = |m: String| config.error_at(spec.line, m);
+        let workflow = Workflow::from_file(&spec.value).map_err(|e| at(e.0))?;
+        if let Some(other) = library
+            .iter()
+            .find(|w| w.workflow.spec.name == workflow.spec.name)
+        {
+            return Err(at(format!(
+                "{} names workflow {:?}, as {} does; workflows are started by name, so each \
+                 needs its own",
+                spec.value.display(),
+                workflow.spec.name,
+                other.file.display()
+            )));
+        }
+        let base = spec.value.parent().unwrap_or(Path::new("."));
+        let mut modules: Vec<(String, Arc<[u8]>)> = Vec::new();
+        let routes = resolve_routes(
+            &workflow,
+            base,
+            &config.policy,
+            runtime.module_registry(),
+            |origin, bytes| {
+                modules.push((origin.to_string(), bytes));
+                Ok(())
+            },
+        )
+        .await
+        .map_err(|e| at(format!("{}: {}", spec.value.display(), e.0)))?;
+        for (origin, bytes) in modules {
+            if runtime.actor_with_origin(&origin).is_some() {
+                continue;
+            }
+            let actor = runtime
+                .load_actor(bytes)
+                .await
+                .map_err(|e| at(format!("actor {origin} refused: {e}")))?;
+            runtime.set_origin(actor.subject(), origin);
+        }
+        library.push(StoredWorkflow {
+            file: spec.value.clone(),
+            workflow: Arc::new(workflow),
+            routes,
+        });
+    }
+    Ok(library)
+}
+
 /// Starts the workflow service of a host.
 pub async fn start(
     runtime: &Arc<Runtime>,

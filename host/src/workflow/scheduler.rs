@@ -428,7 +428,7 @@ impl Scheduler {
     }
 
     /// The checked spec a run runs (read once per spec, then cached: specs never change).
-    async fn workflow(&self, run: &RunState) -> Result<Arc<Workflow>, WorkflowError> {
+    pub async fn workflow(&self, run: &RunState) -> Result<Arc<Workflow>, WorkflowError> {
         if let Some(w) = lock(&self.workflows).get(&run.spec) {
             return Ok(w.clone());
         }

@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::spec::{OnFailure, Scope};
 
 /// Where a step is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum StepStatus {
     /// Waiting for the steps it depends on.
@@ -45,7 +45,7 @@ impl StepStatus {
 }
 
 /// Where a run is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
     /// Steps are still to run.
@@ -66,7 +66,7 @@ impl RunStatus {
 }
 
 /// One step of a run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StepState {
     /// Its position in the spec (for display).
     pub index: u32,
@@ -115,7 +115,7 @@ fn is_fail(f: &OnFailure) -> bool {
 }
 
 /// A run, as stored under `run.<id>`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RunState {
     /// The run ID.
     pub id: String,

@@ -7,7 +7,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::guests::guest;
-use crate::providers::{Server, http_with_body as request, spare_port, wait_for_port};
+use crate::providers::{
+    Server, http_request, http_with_body as request, spare_port, wait_for_port,
+};
 
 fn addr(port: u16) -> SocketAddr {
     ([127, 0, 0, 1], port).into()
@@ -141,10 +143,23 @@ config = {{ allow = ["{upstream_addr}"] }}
     // No key-value link yet: a clear error, as a 5xx.
     let (status, _) = request(http, "GET", "/kv/visits", "");
     assert!(status >= 500, "{status}");
-    // Link it while the host runs.
+    // Link it while the host runs: a change needs the admin token, which the host made
+    // (none is configured) and wrote, private, to its cache directory.
     let link = r#"{"actor": "probe", "contract_id": "keyvalue", "provider": "kv"}"#;
-    assert_eq!(request(admin, "PUT", "/v1/links", link).0, 201);
-    assert_eq!(request(admin, "PUT", "/v1/links", link).0, 409);
+    let (status, said) = request(admin, "PUT", "/v1/links", link);
+    assert_eq!(status, 401, "{said}");
+    assert!(said.contains("Authorization: Bearer"), "{said}");
+    let token_file = dir.path().join("cache/test-host.admin-token");
+    let token = std::fs::read_to_string(&token_file).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&token_file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let bearer = format!("Bearer {token}");
+    let auth = [("authorization", bearer.as_str())];
+    let change =
+        |method: &str, path: &str, body: &str| http_request(admin, method, path, &auth, body);
+    assert_eq!(change("PUT", "/v1/links", link).0, 201);
+    assert_eq!(change("PUT", "/v1/links", link).0, 409);
     assert_eq!(
         request(http, "GET", "/kv/visits", ""),
         (200, "1".to_string())
@@ -157,6 +172,10 @@ config = {{ allow = ["{upstream_addr}"] }}
     assert!(links.contains("wasmcloud:keyvalue"), "{links}");
     assert_eq!(
         request(admin, "DELETE", "/v1/links/probe/keyvalue/default", "").0,
+        401
+    );
+    assert_eq!(
+        change("DELETE", "/v1/links/probe/keyvalue/default", "").0,
         200
     );
     assert!(request(http, "GET", "/kv/visits", "").0 >= 500);

@@ -67,6 +67,9 @@ impl Names {
 
 /// Writes the signed probe and a host configuration; starts `sigil up` (its log in
 /// `dir/<name>.log`) and waits for it.
+/// The admin token of the hosts [`start_host`] starts.
+pub(crate) const ADMIN_TOKEN: &str = "test-admin-token";
+
 pub(crate) fn start_host(dir: &Path, name: &str, extra: &str) -> Server {
     let probe = dir.join("probe.wasm");
     if !probe.exists() {
@@ -77,7 +80,7 @@ pub(crate) fn start_host(dir: &Path, name: &str, extra: &str) -> Server {
     std::fs::write(
         &config,
         format!(
-            "[host]\nname = \"{name}\"\nadmin_address = \"127.0.0.1:{admin}\"\ndrain_timeout = \"2s\"\n\n[[actors]]\npath = \"probe.wasm\"\n\n{extra}"
+            "[host]\nname = \"{name}\"\nadmin_address = \"127.0.0.1:{admin}\"\nadmin_token = \"{ADMIN_TOKEN}\"\ndrain_timeout = \"2s\"\n\n[[actors]]\npath = \"probe.wasm\"\n\n{extra}"
         ),
     )
     .unwrap();
@@ -501,10 +504,18 @@ steps:
         { "name": "only", "actor": "other", "operation": "echo" } ] } })
     .to_string();
     let admin = admin_of(dir.path(), "busy");
-    let (status, why) =
-        tokio::task::spawn_blocking(move || http_request(admin, "POST", "/v1/runs", &[], &body))
-            .await
-            .unwrap();
+    let (status, why) = tokio::task::spawn_blocking(move || {
+        let bearer = format!("Bearer {ADMIN_TOKEN}");
+        http_request(
+            admin,
+            "POST",
+            "/v1/runs",
+            &[("authorization", &bearer)],
+            &body,
+        )
+    })
+    .await
+    .unwrap();
     assert_eq!(status, 409, "{why}");
     assert!(
         why.contains("step \"only\": no host runs actor other;"),
