@@ -10,6 +10,7 @@
 
 mod abi;
 mod actor_calls;
+mod admin_api;
 mod asynchronous;
 mod cache;
 mod cli;

@@ -36,7 +36,7 @@ use crate::workflow::state::{RunState, RunStatus, StepState, StepStatus};
     ),
     paths(
         healthz, readyz, metrics, status, hosts, actors, scale_actor, stop_actor, links,
-        put_link, delete_link, runs, submit_run, run, cancel_run, run_graph, run_step,
+        put_link, post_link, delete_link, runs, submit_run, run, cancel_run, delete_run, run_graph, run_step,
         workflows, start_workflow, denials, openapi, super::events::all, super::events::run,
     ),
     components(schemas(
@@ -75,6 +75,7 @@ impl utoipa::Modify for Bearer {
 }
 
 /// The routes answered at once (event streams are elsewhere).
+#[allow(deprecated)] // DELETE /v1/runs/{id} stays for the clients that use it.
 pub(super) fn routes() -> Router<Arc<AdminState>> {
     Router::new()
         .route("/healthz", get(healthz))
@@ -85,13 +86,14 @@ pub(super) fn routes() -> Router<Arc<AdminState>> {
         .route("/v1/actors", get(actors))
         .route("/v1/actors/{actor}", delete(stop_actor))
         .route("/v1/actors/{actor}/scale", post(scale_actor))
-        .route("/v1/links", get(links).put(put_link).post(put_link))
+        .route("/v1/links", get(links).put(put_link).post(post_link))
         .route(
             "/v1/links/{actor}/{contract_id}/{link_name}",
             delete(delete_link),
         )
         .route("/v1/runs", get(runs).post(submit_run))
-        .route("/v1/runs/{id}", get(run).delete(cancel_run))
+        .route("/v1/runs/{id}", get(run).delete(delete_run))
+        .route("/v1/runs/{id}/cancel", post(cancel_run))
         .route("/v1/runs/{id}/graph", get(run_graph))
         .route("/v1/runs/{id}/steps/{step}", get(run_step))
         .route("/v1/workflows", get(workflows))
@@ -368,6 +370,7 @@ async fn actors(State(state): State<Arc<AdminState>>) -> Json<Vec<ActorInfo>> {
 
 /// How many invocations of an actor may run at once.
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub(super) struct ScaleRequest {
     /// At least 1.
     #[schema(minimum = 1)]
@@ -475,6 +478,7 @@ async fn links(State(state): State<Arc<AdminState>>) -> Json<Vec<LinkBody>> {
 
 /// A link to add.
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub(super) struct LinkRequest {
     /// The actor, by public key or name.
     actor: String,
@@ -553,6 +557,25 @@ async fn put_link(
     }
 }
 
+/// Adds a link (as `PUT`).
+#[utoipa::path(post, path = "/v1/links", tag = "inventory",
+    request_body = LinkRequest,
+    security(("admin_token" = [])),
+    responses(
+        (status = 201, description = "Added", content_type = "text/plain", body = String),
+        (status = 400, description = "Not a link, or refused by its provider", content_type = "text/plain", body = String),
+        (status = 401, description = "No admin token", content_type = "text/plain", body = String),
+        (status = 403, description = "Denied by the host's policy", content_type = "text/plain", body = String),
+        (status = 404, description = "No such actor", content_type = "text/plain", body = String),
+        (status = 409, description = "The actor has that link already", content_type = "text/plain", body = String),
+    ))]
+async fn post_link(
+    state: State<Arc<AdminState>>,
+    bytes: Bytes,
+) -> Result<(StatusCode, String), ApiError> {
+    put_link(state, bytes).await
+}
+
 /// Removes a link.
 #[utoipa::path(delete, path = "/v1/links/{actor}/{contract_id}/{link_name}", tag = "inventory",
     params(
@@ -596,9 +619,10 @@ pub(super) struct RunFilter {
     workflow: Option<String>,
     /// At most this many (1 to 1000).
     #[param(minimum = 1, maximum = 1000)]
-    limit: Option<usize>,
+    limit: Option<u32>,
     /// After skipping this many.
-    offset: Option<usize>,
+    #[param(minimum = 0, maximum = 4294967295_u64)]
+    offset: Option<u32>,
 }
 
 /// A run, in a list.
@@ -648,7 +672,7 @@ async fn runs(
             ),
         )
     })?;
-    let limit = filter.limit.unwrap_or(100);
+    let limit = filter.limit.unwrap_or(100) as usize;
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -665,7 +689,7 @@ async fn runs(
     let total = all.len();
     let page: Vec<RunSummary> = all
         .into_iter()
-        .skip(filter.offset.unwrap_or(0))
+        .skip(filter.offset.unwrap_or(0) as usize)
         .take(limit)
         .map(|r| RunSummary {
             steps: r.steps.len(),
@@ -687,12 +711,32 @@ async fn runs(
 
 /// A run to start: a spec and its inputs.
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub(super) struct RunRequest {
     /// The workflow: a spec object, or its YAML text.
+    #[schema(schema_with = spec_schema)]
     workflow: Value,
     /// The inputs, by name.
     #[serde(default)]
     inputs: BTreeMap<String, Value>,
+}
+
+/// A spec: an object, or YAML text.
+fn spec_schema() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
+    OneOfBuilder::new()
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::Object)
+                .description(Some("The spec (see docs/workflows.md)")),
+        )
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .description(Some("The spec as YAML text")),
+        )
+        .build()
+        .into()
 }
 
 /// A started run.
@@ -757,8 +801,8 @@ async fn run(
     Ok(Json(workflows_of(&state)?.status(&id).await?))
 }
 
-/// Cancels a run: steps not started will not be.
-#[utoipa::path(delete, path = "/v1/runs/{id}", tag = "runs",
+/// Cancels a run: steps not started will not be. The run's record stays.
+#[utoipa::path(post, path = "/v1/runs/{id}/cancel", tag = "runs",
     params(("id" = String, Path, description = "The run's ID")),
     security(("admin_token" = [])),
     responses(
@@ -780,6 +824,25 @@ async fn cancel_run(
         },
     );
     Ok(Json(run))
+}
+
+/// Cancels a run, as `POST /v1/runs/{id}/cancel` does (the run is not deleted: its record
+/// stays).
+#[utoipa::path(delete, path = "/v1/runs/{id}", tag = "runs",
+    params(("id" = String, Path, description = "The run's ID")),
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "The run, cancelled (or as it ended, when it had)", body = RunState),
+        (status = 401, description = "No admin token", content_type = "text/plain", body = String),
+        (status = 404, description = "No such run", content_type = "text/plain", body = String),
+        (status = 503, description = "The run store does not answer", content_type = "text/plain", body = String),
+    ))]
+#[deprecated = "use POST /v1/runs/{id}/cancel: DELETE keeps the run, which DELETE should not"]
+async fn delete_run(
+    state: State<Arc<AdminState>>,
+    id: Path<String>,
+) -> Result<Json<RunState>, ApiError> {
+    cancel_run(state, id).await
 }
 
 /// A run's steps placed as a graph (a layered layout computed on the server).
@@ -926,6 +989,7 @@ async fn workflows(State(state): State<Arc<AdminState>>) -> Json<Vec<WorkflowInf
 
 /// The inputs of a run of a stored workflow.
 #[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub(super) struct StartRequest {
     /// The inputs, by name.
     #[serde(default)]
