@@ -16,6 +16,7 @@ mod cache;
 mod cli;
 mod common;
 mod control;
+mod dashboard;
 mod gate;
 mod guests;
 mod lattice_cluster;

@@ -37,7 +37,7 @@ use crate::workflow::state::{RunState, RunStatus, StepState, StepStatus};
     paths(
         healthz, readyz, metrics, status, hosts, actors, scale_actor, stop_actor, links,
         put_link, post_link, delete_link, runs, submit_run, run, cancel_run, delete_run, run_graph, run_step,
-        workflows, start_workflow, denials, openapi, super::events::all, super::events::run,
+        workflows, start_workflow, denials, openapi, check_token, super::events::all, super::events::run,
     ),
     components(schemas(
         StatusBody, ActorBody, ProviderBody, LinkBody, LinkRequest, RunSummary, RunRequest,
@@ -100,6 +100,7 @@ pub(super) fn routes() -> Router<Arc<AdminState>> {
         .route("/v1/workflows/{name}/runs", post(start_workflow))
         .route("/v1/denials", get(denials))
         .route("/v1/openapi.json", get(openapi))
+        .route("/v1/auth", get(check_token))
 }
 
 /// An error answer: a status and a sentence saying what to do, as plain text.
@@ -858,7 +859,13 @@ async fn run_graph(
     Path(id): Path<String>,
 ) -> Result<Json<RunGraph>, ApiError> {
     let run = workflows_of(&state)?.status(&id).await?;
-    Ok(Json(graph::layout(&run)))
+    let mut graph = graph::layout(&run);
+    for node in &mut graph.nodes {
+        if let Some(actor) = state.runtime.find_actor(&node.actor) {
+            node.actor = actor.name().to_string();
+        }
+    }
+    Ok(Json(graph))
 }
 
 /// One step of a run.
@@ -1066,6 +1073,28 @@ async fn denials(State(state): State<Arc<AdminState>>) -> Json<Vec<Denial>> {
             .map(|e| e.denials().recent())
             .unwrap_or_default(),
     )
+}
+
+/// Whether the request's bearer token is the admin token (for a client to check the token
+/// it was given before it offers changes).
+#[utoipa::path(get, path = "/v1/auth", tag = "health",
+    security(("admin_token" = [])),
+    responses(
+        (status = 204, description = "The token is right"),
+        (status = 401, description = "No token, or a wrong one", content_type = "text/plain", body = String),
+    ))]
+async fn check_token(
+    State(state): State<Arc<AdminState>>,
+    headers: axum::http::HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    if super::token_matches(&state.config.token, &headers) {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "no admin token, or a wrong one",
+        ))
+    }
 }
 
 /// This document.

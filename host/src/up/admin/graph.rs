@@ -44,6 +44,8 @@ pub struct GraphNode {
     pub status: StepStatus,
     /// The actor's route (`name.X` or `key.M...`).
     pub route: String,
+    /// The actor's name, when this host knows it (else the route's key or name).
+    pub actor: String,
     /// Left.
     pub x: f64,
     /// Top.
@@ -119,6 +121,11 @@ pub fn layout(run: &RunState) -> RunGraph {
                 step: (*name).clone(),
                 status: step.status,
                 route: step.route.clone(),
+                actor: step
+                    .route
+                    .split_once('.')
+                    .map_or(step.route.as_str(), |(_, a)| a)
+                    .to_string(),
                 x: left + (x - min_x),
                 y: MARGIN + (y - min_y),
                 width: NODE_WIDTH,
