@@ -350,3 +350,75 @@ fn changes_need_the_token_and_are_streamed_as_events() {
         404
     );
 }
+
+#[test]
+fn on_a_lattice_the_admin_api_shows_every_host_and_their_events() {
+    use sigil_claims::{KeyKind, keys};
+
+    let dir = tempfile::tempdir().unwrap();
+    let lattice = crate::providers::unique("dash");
+    let cluster = keys::generate(KeyKind::Cluster);
+    std::fs::write(dir.path().join("cluster.nk"), cluster.seed().unwrap()).unwrap();
+    std::fs::write(
+        dir.path().join("probe-a.wasm"),
+        crate::actor_calls::probe("probe-a", None).0,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("probe-b.wasm"),
+        crate::actor_calls::probe("probe-b", None).0,
+    )
+    .unwrap();
+    let admin = spare_port();
+    let config = |name: &str, admin: &str| {
+        let file = dir.path().join(format!("{name}.toml"));
+        std::fs::write(
+            &file,
+            format!(
+                "[host]\nname = \"{name}\"\nadmin_address = \"{admin}\"\nadmin_token = \"{TOKEN}\"\n\
+                 labels = {{ role = \"{name}\" }}\n\n[lattice]\nnats = \"{}\"\nname = \"{lattice}\"\n\
+                 cluster_seed_file = \"cluster.nk\"\nheartbeat = \"1s\"\n\n[[actors]]\npath = \"probe-{}.wasm\"\n",
+                crate::plugin::NATS,
+                &name[name.len() - 1..],
+            ),
+        )
+        .unwrap();
+        crate::workflow_http::sigil_up(dir.path(), &file)
+    };
+    let _b = config("host-b", "off");
+    let _a = config("host-a", &format!("127.0.0.1:{admin}"));
+    wait_for_port(admin);
+    let admin: SocketAddr = ([127, 0, 0, 1], admin).into();
+
+    // Both hosts, this one first, with the other's actor and its claims.
+    let began = Instant::now();
+    let hosts = loop {
+        let (_, hosts) = http_request(admin, "GET", "/v1/hosts", &[], "");
+        let hosts: Value = serde_json::from_str(&hosts).unwrap();
+        if hosts.as_array().is_some_and(|h| h.len() == 2)
+            || began.elapsed() > Duration::from_secs(15)
+        {
+            break hosts;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(hosts.as_array().map(Vec::len), Some(2), "{hosts:#}");
+    assert_eq!(hosts[0]["name"], "host-a");
+    assert!(hosts[0]["id"].as_str().unwrap().starts_with('N'));
+    let b = &hosts[1];
+    assert_eq!(b["name"], "host-b");
+    assert_eq!(b["labels"]["role"], "host-b");
+    assert_eq!(b["actors"][0]["name"], "probe-b");
+    assert!(b["actors"][0]["issuer"].as_str().unwrap().starts_with('A'));
+    assert!(!b["actors"][0]["caps"].as_array().unwrap().is_empty());
+
+    // The other host's heartbeats arrive on this host's event stream.
+    let seen = read_events(admin, "/v1/events", |event, data| {
+        event == "lattice" && data["host_name"] == "host-b" && data["kind"] == "heartbeat"
+    });
+    assert!(
+        seen.iter()
+            .any(|(e, d)| e == "lattice" && d["host_name"] == "host-b"),
+        "{seen:?}"
+    );
+}
