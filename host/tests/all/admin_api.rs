@@ -234,9 +234,13 @@ fn changes_need_the_token_and_are_streamed_as_events() {
     assert_eq!(hosts[0]["labels"]["zone"], "a");
 
     // The global stream sees a change made here, then the steps of a run.
+    // (The run's steps may finish before the endpoint says it started it: read both.)
     let events = std::thread::spawn(move || {
-        read_events(admin, "/v1/events", |event, data| {
-            event == "step" && data["run_status"] == "succeeded"
+        let (mut ended, mut started) = (false, false);
+        read_events(admin, "/v1/events", move |event, data| {
+            ended |= event == "step" && data["run_status"] == "succeeded";
+            started |= event == "run";
+            ended && started
         })
     });
     std::thread::sleep(Duration::from_millis(300));
