@@ -29,6 +29,7 @@ pub mod engine;
 mod host;
 pub mod oci;
 pub mod policy;
+pub mod telemetry;
 pub mod up;
 pub mod wasi;
 pub mod workflow;

@@ -183,20 +183,32 @@ impl ProviderDispatch for RegistryDispatch {
         {
             return actors.call(actor, call);
         }
-        Box::pin(async move {
-            let started = Instant::now();
-            let result = if tokio::runtime::Handle::try_current().is_ok() {
-                // Polled by a tokio worker: await the provider right here.
-                self.invoke(actor, &call).await
-            } else {
-                let (tx, rx) = tokio::sync::oneshot::channel();
-                self.spawn_invoke(actor, &call, move |result| {
-                    let _ = tx.send(result);
-                });
-                rx.await.unwrap_or_else(|_| Err(lost(&call)))
-            };
-            self.observe(actor, &call, result.is_ok(), started);
-            result.map_err(|e| e.to_string())
-        })
+        let span = tracing::debug_span!(
+            "provider.call",
+            otel.name = %format_args!("{} {}", call.namespace, call.operation),
+            otel.kind = "client",
+            sigil.capability = call.namespace,
+            sigil.link = call.binding,
+            sigil.operation = call.operation,
+            sigil.actor = %actor.name,
+        );
+        Box::pin(tracing::Instrument::instrument(
+            async move {
+                let started = Instant::now();
+                let result = if tokio::runtime::Handle::try_current().is_ok() {
+                    // Polled by a tokio worker: await the provider right here.
+                    self.invoke(actor, &call).await
+                } else {
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    self.spawn_invoke(actor, &call, move |result| {
+                        let _ = tx.send(result);
+                    });
+                    rx.await.unwrap_or_else(|_| Err(lost(&call)))
+                };
+                self.observe(actor, &call, result.is_ok(), started);
+                result.map_err(|e| e.to_string())
+            },
+            span,
+        ))
     }
 }

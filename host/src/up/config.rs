@@ -36,6 +36,8 @@ pub struct ConfigError {
 pub struct HostConfig {
     /// The file it was read from.
     pub path: PathBuf,
+    /// `[telemetry]`: where traces are exported (the `OTEL_*` variables win over it).
+    pub telemetry: Option<crate::telemetry::TelemetryTable>,
     /// The host's name (labels and logs).
     pub name: String,
     /// Free-form labels describing the host.
@@ -336,6 +338,7 @@ struct RawConfig {
     workflows: RawWorkflows,
     argo: Option<Spanned<RawArgo>>,
     lattice: Option<Spanned<RawLattice>>,
+    telemetry: Option<Spanned<crate::telemetry::TelemetryTable>>,
 }
 
 #[derive(Deserialize)]
@@ -1132,7 +1135,21 @@ impl HostConfig {
             }
         };
 
+        let telemetry = match raw.telemetry {
+            None => None,
+            Some(t) => {
+                let line = source.line_of(t.span().start);
+                let table = t.into_inner();
+                crate::telemetry::settings(Some(&table), &|_| None).map_err(|e| ConfigError {
+                    path: path.to_path_buf(),
+                    line,
+                    message: format!("[telemetry]: {e}"),
+                })?;
+                Some(table)
+            }
+        };
         Ok(HostConfig {
+            telemetry,
             path: path.to_path_buf(),
             name: raw.host.name.unwrap_or_else(default_host_name),
             labels: raw.host.labels,

@@ -32,6 +32,7 @@ mod registry;
 mod registry_lattice;
 mod rust_actors;
 mod snapshot;
+mod telemetry;
 mod up;
 mod wasi;
 mod workflow;

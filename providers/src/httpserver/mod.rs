@@ -113,6 +113,49 @@ impl ActorHandler {
 #[async_trait]
 impl RequestHandler for ActorHandler {
     async fn handle(&self, request: HttpRequest) -> HttpResponse {
+        use tracing::Instrument;
+        // A request inside a trace (W3C `traceparent`) continues it; with export off the
+        // span is disabled and this costs nothing.
+        let span = tracing::debug_span!(
+            "http.server.request",
+            otel.name = %format_args!("{} {}", request.method, request.path),
+            otel.kind = "server",
+            http.request.method = %request.method,
+            url.path = %request.path,
+            sigil.actor = %self.actor,
+            http.response.status_code = tracing::field::Empty,
+        );
+        if !span.is_disabled() {
+            use tracing_opentelemetry::OpenTelemetrySpanExt;
+            let parent = opentelemetry::global::get_text_map_propagator(|p| {
+                p.extract(&HeaderExtractor(&request.headers))
+            });
+            let _ = span.set_parent(parent);
+        }
+        let response = self.answer(request).instrument(span.clone()).await;
+        span.record("http.response.status_code", response.status);
+        response
+    }
+}
+
+/// Reads W3C trace context from a request's headers (names compared without case).
+struct HeaderExtractor<'a>(&'a [(String, String)]);
+
+impl opentelemetry::propagation::Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.iter().map(|(k, _)| k.as_str()).collect()
+    }
+}
+
+impl ActorHandler {
+    async fn answer(&self, request: HttpRequest) -> HttpResponse {
         let payload = match encode(&request) {
             Ok(payload) => payload,
             Err(e) => {

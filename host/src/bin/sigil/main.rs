@@ -259,14 +259,41 @@ fn parse_bytes(s: &str) -> Result<usize, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(
+    // Trace export is set up with logging, so `sigil up` reads its file's [telemetry] here
+    // (the file's other errors are reported when it is loaded).
+    let table = match &cli.command {
+        Command::Up(args) => sigil_host::up::HostConfig::load(&args.config)
+            .ok()
+            .and_then(|c| c.telemetry),
+        _ => None,
+    };
+    let telemetry =
+        match sigil_host::telemetry::settings(table.as_ref(), &|k| std::env::var(k).ok()) {
+            Ok(settings) => settings,
+            Err(e) => {
+                eprintln!("error: telemetry: {e}");
+                return ExitCode::from(2);
+            }
+        };
+    let telemetry = match init_logging(
         if matches!(cli.command, Command::Up(_) | Command::Provider(_)) {
             "info"
         } else {
             "warn,sigil::actor=info"
         },
-    );
-    match run(cli) {
+        telemetry.as_ref(),
+    ) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: telemetry: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let outcome = run(cli);
+    if let Some(t) = &telemetry {
+        t.shutdown();
+    }
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
@@ -292,15 +319,38 @@ fn is_refusal(e: &LoadError) -> bool {
     }
 }
 
-fn init_logging(default_filter: &str) {
+/// Logs to stderr, filtered by `SIGIL_LOG`; with telemetry, also spans to OTLP (Sigil's
+/// own spans, whatever `SIGIL_LOG` says: the two filters are separate).
+fn init_logging(
+    default_filter: &str,
+    telemetry: Option<&sigil_host::telemetry::TelemetrySettings>,
+) -> std::result::Result<Option<sigil_host::telemetry::Telemetry>, String> {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_env("SIGIL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
+        .with_filter(filter);
+    let Some(settings) = telemetry else {
+        let _ = tracing_subscriber::registry().with(fmt).try_init();
+        return Ok(None);
+    };
+    let (telemetry, tracer) = sigil_host::telemetry::Telemetry::start(settings)?;
+    let spans = tracing_subscriber::filter::Targets::new()
+        .with_target("sigil_host", tracing::Level::DEBUG)
+        .with_target("sigil_providers", tracing::Level::DEBUG);
+    let otel = tracing_opentelemetry::layer()
+        .with_tracer(tracer)
+        .with_filter(spans);
+    let _ = tracing_subscriber::registry()
+        .with(fmt)
+        .with(otel)
         .try_init();
+    Ok(Some(telemetry))
 }
 
 fn run(cli: Cli) -> Result<()> {
