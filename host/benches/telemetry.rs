@@ -60,13 +60,21 @@ fn benches(c: &mut Criterion) {
     g.sample_size(60).measurement_time(Duration::from_secs(5));
     for (name, sampler) in [
         ("off", None),
-        ("on-sampled-out", Some(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(0.0))))),
+        (
+            "on-sampled-out",
+            Some(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+                0.0,
+            )))),
+        ),
         ("on-100pct", Some(Sampler::AlwaysOn)),
     ] {
         let (dispatch, provider) = subscriber(sampler);
         tracing::dispatcher::with_default(&dispatch, || {
             g.bench_function(format!("echo-invoke/{name}"), |b| {
-                b.iter(|| rt.block_on(host.invoke_async(&actor, "echo", &payload)).unwrap())
+                b.iter(|| {
+                    rt.block_on(host.invoke_async(&actor, "echo", &payload))
+                        .unwrap()
+                })
             });
         });
         if let Some(p) = provider {

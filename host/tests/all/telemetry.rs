@@ -147,6 +147,16 @@ kind = "httpserver"
 name = "kv"
 kind = "keyvalue-memory"
 
+[[providers]]
+name = "web"
+kind = "httpclient"
+
+[[links]]
+actor = "probe"
+contract = "httpclient"
+provider = "web"
+config = {{ allow = ["127.0.0.1"] }}
+
 [[links]]
 actor = "probe"
 contract = "httpserver"

@@ -137,7 +137,8 @@ impl HttpClient {
     ) -> Result<HttpResponse, ProviderError> {
         let method = parse_method(&request.method)?;
         let url = parse_url(&request.url)?;
-        let headers = parse_headers(&request.headers)?;
+        let mut headers = parse_headers(&request.headers)?;
+        inject_trace_context(&mut headers);
         let body_len = request.body.len() as u64;
         if body_len > link.max_request_bytes {
             return Err(ProviderError::Denied(format!(
@@ -351,6 +352,32 @@ fn parse_url(url: &str) -> Result<Url, ProviderError> {
         ));
     }
     Ok(parsed)
+}
+
+/// Adds the W3C trace context of the current span (`traceparent`, `tracestate`) to an
+/// outgoing request, replacing any the actor set, so that the server it calls continues
+/// the trace. Nothing is added when traces are not exported.
+fn inject_trace_context(headers: &mut HeaderMap) {
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    struct Injector<'a>(&'a mut HeaderMap);
+    impl opentelemetry::propagation::Injector for Injector<'_> {
+        fn set(&mut self, key: &str, value: String) {
+            if let (Ok(name), Ok(value)) = (
+                reqwest::header::HeaderName::from_bytes(key.as_bytes()),
+                reqwest::header::HeaderValue::from_str(&value),
+            ) {
+                self.0.insert(name, value);
+            }
+        }
+    }
+    let span = tracing::Span::current();
+    if span.is_disabled() {
+        return;
+    }
+    let context = span.context();
+    opentelemetry::global::get_text_map_propagator(|p| {
+        p.inject_context(&context, &mut Injector(headers));
+    });
 }
 
 fn parse_headers(headers: &[(String, String)]) -> Result<HeaderMap, ProviderError> {
