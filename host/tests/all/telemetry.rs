@@ -229,7 +229,8 @@ fn a_request_in_a_trace_continues_it_through_the_actor_and_its_provider() {
             .find(|s| pred(s))
             .unwrap_or_else(|| panic!("no such span among {names:?}"))
     };
-    let server = find(&|s| s.name == "GET /kv/visits");
+    let server =
+        find(&|s| s.name == "GET" && attribute(s, "url.path").as_deref() == Some("/kv/visits"));
     let invoke = find(&|s| s.name == "invoke");
     let call = find(&|s| attribute(s, "sigil.capability").as_deref() == Some("wasmcloud:keyvalue"));
     for s in [server, invoke, call] {
