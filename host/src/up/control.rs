@@ -14,7 +14,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_nats::HeaderMap;
 use futures::StreamExt;
@@ -233,7 +233,6 @@ pub async fn inventory(
     id: &str,
     name: &str,
     labels: &BTreeMap<String, String>,
-    uptime: Duration,
 ) -> HostInfo {
     let status = runtime.status().await;
     let actors = runtime
@@ -247,7 +246,7 @@ pub async fn inventory(
         name: name.to_string(),
         labels: labels.clone(),
         version: env!("CARGO_PKG_VERSION").to_string(),
-        uptime_ms: u64::try_from(uptime.as_millis()).unwrap_or(u64::MAX),
+        uptime_ms: u64::try_from(status.uptime.as_millis()).unwrap_or(u64::MAX),
         in_flight: status.in_flight,
         draining: status.draining,
         actors,
@@ -312,7 +311,6 @@ struct Inner {
     id: String,
     name: String,
     labels: BTreeMap<String, String>,
-    started: Instant,
 }
 
 impl std::fmt::Debug for ControlServer {
@@ -344,7 +342,6 @@ impl ControlServer {
             id: KeyPair::new_server().public_key(),
             name: name.to_string(),
             labels,
-            started: Instant::now(),
             lattice,
         });
         let subscribe = |subject| wire::subscribe(&client, subject, None);
@@ -413,8 +410,7 @@ impl ControlServer {
 
 impl Inner {
     async fn info(&self) -> HostInfo {
-        let uptime = self.started.elapsed();
-        inventory(&self.runtime, &self.id, &self.name, &self.labels, uptime).await
+        inventory(&self.runtime, &self.id, &self.name, &self.labels).await
     }
 
     async fn event(&self, kind: &str, detail: serde_json::Value) {

@@ -274,23 +274,7 @@ impl Scheduler {
             })?;
             steps.insert(
                 name.clone(),
-                StepState {
-                    index: u32::try_from(index).unwrap_or(u32::MAX),
-                    depends: step.depends.clone(),
-                    on_failure: step.on_failure,
-                    max_attempts: workflow.steps[name].max_attempts(),
-                    status: StepStatus::Pending,
-                    route,
-                    attempts: 0,
-                    failures: 0,
-                    token: None,
-                    delivery: 0,
-                    host: None,
-                    started_ms: None,
-                    finished_ms: None,
-                    output: None,
-                    error: None,
-                },
+                StepState::pending(index, step, workflow.steps[name].max_attempts(), route),
             );
         }
         let mut run = RunState {

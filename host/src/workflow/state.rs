@@ -180,6 +180,34 @@ impl Scope for RunState {
     }
 }
 
+impl StepState {
+    /// A step waiting for its run to reach it: the `index`-th of its spec, on `route`.
+    pub fn pending(
+        index: usize,
+        spec: &super::spec::StepSpec,
+        max_attempts: u32,
+        route: String,
+    ) -> Self {
+        StepState {
+            index: u32::try_from(index).unwrap_or(u32::MAX),
+            depends: spec.depends.clone(),
+            on_failure: spec.on_failure,
+            max_attempts,
+            status: StepStatus::Pending,
+            route,
+            attempts: 0,
+            failures: 0,
+            token: None,
+            delivery: 0,
+            host: None,
+            started_ms: None,
+            finished_ms: None,
+            output: None,
+            error: None,
+        }
+    }
+}
+
 impl RunState {
     /// Whether `step` counts as done for the steps after it: it succeeded, or it failed
     /// with `on_failure: continue`.

@@ -5,7 +5,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -56,16 +56,7 @@ pub(crate) fn start_admin_host() -> AdminHost {
         ),
     )
     .unwrap();
-    let server = Server(
-        Command::new(env!("CARGO_BIN_EXE_sigil"))
-            .args(["up", "--config"])
-            .arg(&config)
-            .env("SIGIL_CACHE_DIR", dir.path().join("cache"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let server = crate::workflow_http::sigil_up(dir.path(), &config);
     wait_for_port(admin);
     AdminHost {
         _server: server,

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use crate::guests::guest;
-use crate::providers::{Server, spare_port, wait_for_port};
+use crate::providers::{spare_port, wait_for_port};
 
 const TOKEN: &str = "dashboard-token";
 
@@ -74,16 +74,7 @@ config = {{ publish = ["site.>"] }}
         ),
     )
     .unwrap();
-    let _host = Server(
-        Command::new(env!("CARGO_BIN_EXE_sigil"))
-            .args(["up", "--config"])
-            .arg(&config)
-            .env("SIGIL_CACHE_DIR", dir.path().join("cache"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _host = crate::workflow_http::sigil_up(dir.path(), &config);
     wait_for_port(admin);
 
     let chromium = Command::new("bash")

@@ -172,20 +172,9 @@ provider = "kv"
         ),
     )
     .unwrap();
-    let server = Server(
-        std::process::Command::new(env!("CARGO_BIN_EXE_sigil"))
-            .args(["up", "--config"])
-            .arg(&config)
-            .env("SIGIL_CACHE_DIR", dir.join("cache"))
-            // Export each batch at once rather than every 5 s.
-            .env("OTEL_BSP_SCHEDULE_DELAY", "100")
-            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-            .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    // Export each batch at once rather than every 5 s.
+    let server =
+        crate::workflow_http::sigil_up_with(dir, &config, &[("OTEL_BSP_SCHEDULE_DELAY", "100")]);
     wait_for_port(http);
     (server, ([127, 0, 0, 1], http).into())
 }

@@ -313,23 +313,13 @@ fn push_wasi_step(registry: &crate::registry::RegistryServer, dir: &std::path::P
 fn a_plugin_wasm_templates_artifacts_move_through_s3() {
     use crate::providers::{spare_port, wait_for_port};
     use crate::registry::RegistryServer;
-    use crate::workflow_http::{TOKEN, argo_request, execute_on, s3_bucket, sigil_up};
-    use sigil_providers::LinkConfig;
-    use sigil_providers::blobstore::StagingArea;
+    use crate::workflow_http::{TOKEN, argo_request, execute_on, s3_bucket, s3_store, sigil_up};
 
     let registry = RegistryServer::plain();
     let dir = tempfile::tempdir().unwrap();
     let reference = push_wasi_step(&registry, dir.path());
     let (endpoint, bucket) = s3_bucket("wasi");
-    let store = StagingArea::open(
-        "s3",
-        &LinkConfig::new()
-            .with("endpoint", endpoint.as_str())
-            .with("bucket", bucket.as_str())
-            .with("access_key_id", "test")
-            .with("secret_access_key", "test"),
-    )
-    .unwrap();
+    let store = s3_store(&endpoint, &bucket);
     let rt = tokio::runtime::Runtime::new().unwrap();
     // What an earlier Argo step left in the artifact repository: a document, and a
     // 3 MiB one that crosses the upload's part size.

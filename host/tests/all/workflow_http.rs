@@ -64,11 +64,24 @@ path = "probe.wasm"
 
 /// `sigil up` on `config`, with its module cache in `dir`.
 pub(crate) fn sigil_up(dir: &std::path::Path, config: &std::path::Path) -> Server {
+    sigil_up_with(dir, config, &[])
+}
+
+/// [`sigil_up`] with more environment variables (trace export is never turned on by the
+/// environment the tests run in).
+pub(crate) fn sigil_up_with(
+    dir: &std::path::Path,
+    config: &std::path::Path,
+    env: &[(&str, &str)],
+) -> Server {
     Server(
         Command::new(env!("CARGO_BIN_EXE_sigil"))
             .args(["up", "--config"])
             .arg(config)
             .env("SIGIL_CACHE_DIR", dir.join("cache"))
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -254,6 +267,16 @@ fn the_admin_api_starts_follows_and_cancels_runs() {
     );
 }
 
+/// The staging area of `bucket` on the test S3 server, as the host opens it.
+pub(crate) fn s3_store(endpoint: &str, bucket: &str) -> sigil_providers::blobstore::StagingArea {
+    let config = sigil_providers::LinkConfig::new()
+        .with("endpoint", endpoint)
+        .with("bucket", bucket)
+        .with("access_key_id", "test")
+        .with("secret_access_key", "test");
+    sigil_providers::blobstore::StagingArea::open("s3", &config).unwrap()
+}
+
 /// The shared S3 test server (moto on 127.0.0.1:9000, started with `.ci/start-s3` when
 /// nothing answers there), with a new bucket: its endpoint and the bucket.
 pub(crate) fn s3_bucket(tag: &str) -> (String, String) {
@@ -282,22 +305,11 @@ pub(crate) fn s3_bucket(tag: &str) -> (String, String) {
 
 #[test]
 fn argo_artifacts_move_through_the_blob_store() {
-    use sigil_providers::LinkConfig;
-    use sigil_providers::blobstore::StagingArea;
-
     let (endpoint, bucket) = s3_bucket("argo");
     let s3 = format!(
         r#"endpoint = "{endpoint}", bucket = "{bucket}", access_key_id = "test", secret_access_key = "test""#
     );
-    let store = StagingArea::open(
-        "s3",
-        &LinkConfig::new()
-            .with("endpoint", endpoint.as_str())
-            .with("bucket", bucket.as_str())
-            .with("access_key_id", "test")
-            .with("secret_access_key", "test"),
-    )
-    .unwrap();
+    let store = s3_store(&endpoint, &bucket);
     let rt = tokio::runtime::Runtime::new().unwrap();
     // What an earlier Argo step left in the artifact repository.
     rt.block_on(store.write("wf-1/producer/doc.txt", b"hello artifact".to_vec()))

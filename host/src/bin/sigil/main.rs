@@ -261,12 +261,14 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // Trace export is set up with logging, so `sigil up` reads its file's [telemetry] here
     // (the file's other errors are reported when it is loaded).
-    let table = match &cli.command {
-        Command::Up(args) => sigil_host::up::HostConfig::load(&args.config)
-            .ok()
-            .and_then(|c| c.telemetry),
+    let loaded = match &cli.command {
+        Command::Up(args) => Some(sigil_host::up::HostConfig::load(&args.config)),
         _ => None,
     };
+    let table = loaded
+        .as_ref()
+        .and_then(|c| c.as_ref().ok())
+        .and_then(|c| c.telemetry.clone());
     let telemetry =
         match sigil_host::telemetry::settings(table.as_ref(), &|k| std::env::var(k).ok()) {
             Ok(settings) => settings,
@@ -289,7 +291,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let outcome = run(cli);
+    let outcome = run(cli, loaded);
     if let Some(t) = &telemetry {
         t.shutdown();
     }
@@ -353,22 +355,32 @@ fn init_logging(
     Ok(Some(telemetry))
 }
 
-fn run(cli: Cli) -> Result<()> {
+/// Runs the command; `loaded` is `sigil up`'s configuration, read once by `main`.
+fn run(
+    cli: Cli,
+    loaded: Option<Result<sigil_host::up::HostConfig, sigil_host::up::ConfigError>>,
+) -> Result<()> {
     match cli.command {
         Command::Call(args) => call(args),
         Command::Inspect(args) => inspect(&args),
         Command::Push(args) => push(&args),
         Command::Pull(args) => pull(&args),
         Command::Build(args) => build(args),
-        Command::Up(args) => up(&args),
+        Command::Up(args) => up(&args, loaded),
         Command::Workflow(command) => workflow::workflow(command, default_cache_dir()),
         Command::Provider(ProviderCommand::Run(args)) => provider_run(&args),
         Command::Lattice(command) => lattice::lattice(command),
     }
 }
 
-fn up(args: &UpArgs) -> Result<()> {
-    let mut config = sigil_host::up::HostConfig::load(&args.config)?;
+fn up(
+    args: &UpArgs,
+    loaded: Option<Result<sigil_host::up::HostConfig, sigil_host::up::ConfigError>>,
+) -> Result<()> {
+    let mut config = match loaded {
+        Some(config) => config?,
+        None => sigil_host::up::HostConfig::load(&args.config)?,
+    };
     if config.engine.cache_dir.is_none() {
         config.engine.cache_dir = default_cache_dir();
     }

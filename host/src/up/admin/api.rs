@@ -323,13 +323,11 @@ async fn status(State(state): State<Arc<AdminState>>) -> Json<StatusBody> {
 
 /// This host's own inventory.
 async fn local_host(state: &AdminState) -> HostInfo {
-    let uptime = state.runtime.status().await.uptime;
     crate::up::control::inventory(
         &state.runtime,
         state.config.host_id.as_deref().unwrap_or("local"),
         &state.config.name,
         &state.config.labels,
-        uptime,
     )
     .await
 }

@@ -161,23 +161,7 @@ mod tests {
             .iter()
             .enumerate()
             .map(|(i, s)| {
-                let state = StepState {
-                    index: u32::try_from(i).unwrap(),
-                    depends: s.depends.clone(),
-                    on_failure: s.on_failure,
-                    max_attempts: 1,
-                    status: StepStatus::Pending,
-                    route: "name.probe".into(),
-                    attempts: 0,
-                    failures: 0,
-                    token: None,
-                    delivery: 0,
-                    host: None,
-                    started_ms: None,
-                    finished_ms: None,
-                    output: None,
-                    error: None,
-                };
+                let state = StepState::pending(i, s, 1, "name.probe".into());
                 (s.name.clone(), state)
             })
             .collect();
