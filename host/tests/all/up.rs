@@ -54,6 +54,45 @@ fn a_bad_configuration_is_refused_with_its_file_and_line() {
 }
 
 #[test]
+fn bad_workflow_specs_and_artifact_stores_are_refused_with_their_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("host.toml");
+    let check = |text: &str| {
+        std::fs::write(&config, text).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_sigil"))
+            .args(["up", "--check", "--config"])
+            .arg(&config)
+            .env("SIGIL_CACHE_DIR", dir.path().join("cache"))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    let head = "[host]\nadmin_address = \"off\"\n\n[workflows]\n";
+    // A spec file that is not there.
+    let said = check(&format!("{head}specs = [\"none.yaml\"]\n"));
+    assert!(
+        said.contains("host.toml:5:") && said.contains("none.yaml"),
+        "{said}"
+    );
+    // Two specs of one name: runs are started by name.
+    let spec = "version: 1\nname: same\nsteps:\n  - { name: a, actor: probe, operation: echo }\n";
+    std::fs::write(dir.path().join("a.yaml"), spec).unwrap();
+    std::fs::write(dir.path().join("b.yaml"), spec).unwrap();
+    let said = check(&format!("{head}specs = [\"a.yaml\", \"b.yaml\"]\n"));
+    assert!(
+        said.contains("names workflow \"same\", as") && said.contains("each needs its own"),
+        "{said}"
+    );
+    // An artifact store of a kind there is none of.
+    let said = check(&format!("{head}artifacts = {{ kind = \"ftp\" }}\n"));
+    assert!(
+        said.contains("[workflows.artifacts] needs kind = \"s3\""),
+        "{said}"
+    );
+}
+
+#[test]
 fn up_serves_health_metrics_and_links_and_drains_on_sigterm() {
     // An upstream that answers slowly, so a request is in flight when SIGTERM comes.
     let upstream = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
